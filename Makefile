@@ -1,0 +1,40 @@
+# One command each: `make run` (the main job) and `make test`. Both set up first, idempotently.
+PYTHON ?= python3
+VENV ?= .venv
+# The CPU build of torch is pinned and installed before the project, so pip never pulls a CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= train,dev
+FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup data test run bench lint
+
+setup: $(STAMP) data
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check '$(TORCH_SPEC)' numpy
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[$(EXTRAS)]'
+	touch $(STAMP)
+
+# Fashion-MNIST from Debian's package when apt-get is there and the files are not.
+data:
+	@if [ ! -f $(FASHION_MNIST_DIR)/train-images-idx3-ubyte.gz ] && command -v apt-get >/dev/null; then \
+		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null \
+		|| echo "note: could not install dataset-fashion-mnist; see README for other ways to get the data"; \
+	fi
+
+test: setup
+	$(BIN)/python -m pytest tests
+
+run: setup
+	$(BIN)/matrixssl demo
+
+bench: setup
+	$(BIN)/python benchmarks/loss_speed.py
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
