@@ -38,7 +38,9 @@ def test_taylor_log_converges_to_exact_inside_radius() -> None:
     e = random_spd(8, seed=1)
     a = torch.eye(8, dtype=torch.float64) + 0.3 * e / torch.linalg.matrix_norm(e, ord=2)
     exact = Fm.matrix_log(a)
-    errors = [torch.linalg.matrix_norm(Fm.matrix_log(a, "taylor", k) - exact).item() for k in (1, 2, 4, 8, 16)]
+    errors = [
+        torch.linalg.matrix_norm(Fm.matrix_log(a, "taylor", k) - exact).item() for k in (1, 2, 4, 8, 16)
+    ]
     assert all(later < earlier for earlier, later in zip(errors, errors[1:]))
     assert errors[-1] < 1e-8
 

@@ -1,0 +1,42 @@
+"""Total coding rate (Yu et al., 2020; the regulariser of EMP-SSL, Tong et al., 2023).
+
+    TCR(Z) = ½ log det(I_d + d / (B ε²) · ZᵀZ),   Z: (B, d) with unit-norm rows
+
+The loss is -TCR: maximising the coding rate spreads the embeddings over all directions. Computed exactly with
+a Cholesky log-det on the smaller side (Sylvester: det(I_d + c ZᵀZ) = det(I_B + c ZZᵀ)); the matrix is
+positive definite by construction, so no ridge is needed.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from matrixssl.losses._inputs import check_embeddings, prepare
+
+
+def total_coding_rate(z: Tensor, eps_squared: float) -> Tensor:
+    """½ log det(I + d/(B ε²) ZᵀZ) of already-normalised (B, d) rows, in the smaller of B x B and d x d."""
+    batch, dim = z.shape
+    gram = z @ z.T if batch <= dim else z.T @ z
+    eye = torch.eye(gram.shape[0], dtype=z.dtype, device=z.device)
+    factor = torch.linalg.cholesky(eye + dim / (batch * eps_squared) * gram)
+    return torch.log(torch.diagonal(factor)).sum()
+
+
+class TCRLoss(nn.Module):
+    """-TCR(z) of one batch of embeddings; `eps_squared` is ε² (EMP-SSL uses 0.2)."""
+
+    def __init__(self, eps_squared: float = 0.2, gather_distributed: bool = False) -> None:
+        super().__init__()
+        if eps_squared <= 0:
+            raise ValueError(f"eps_squared must be > 0, got {eps_squared}")
+        self.eps_squared = eps_squared
+        self.gather_distributed = gather_distributed
+
+    def forward(self, z: Tensor) -> Tensor:
+        check_embeddings(z=z)
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            return -total_coding_rate(
+                prepare(z, gather_distributed=self.gather_distributed), self.eps_squared
+            )
