@@ -29,7 +29,7 @@ test: setup
 	$(BIN)/python -m pytest tests
 
 run: setup
-	$(BIN)/matrixssl demo
+	$(BIN)/python benchmarks/loss_speed.py --sizes 256x512,512x1024
 
 bench: setup
 	$(BIN)/python benchmarks/loss_speed.py
