@@ -1,7 +1,11 @@
-"""Shared fixtures: deterministic random SPD matrices and embeddings in float64."""
+"""Shared test helpers: random SPD matrices, tiny IDX datasets, deterministic seeds."""
 
 from __future__ import annotations
 
+import gzip
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
@@ -15,3 +19,29 @@ def random_spd(d: int, seed: int, floor: float = 0.1) -> torch.Tensor:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+IDX_NAMES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_idx_split(folder: Path, split: str, images: np.ndarray, labels: np.ndarray, gz: bool) -> None:
+    """Write one split in the MNIST/Fashion-MNIST IDX layout."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, array in zip(IDX_NAMES[split], (images, labels), strict=True):
+        if gz:
+            (folder / f"{name}.gz").write_bytes(gzip.compress(idx_bytes(array)))
+        else:
+            (folder / name).write_bytes(idx_bytes(array))
+
+
+def mnist_like(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n, dtype=np.uint8)

@@ -13,16 +13,12 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import IDX_NAMES, mnist_like, write_idx_split
 from PIL import Image
 
 from matrixssl.data import DATASETS, ImageFolderDataset, InMemoryDataset, STL10Dataset, load_dataset
 from matrixssl.data.datasets import FASHION_MNIST_SYSTEM_DIR
 from matrixssl.errors import MatrixSSLError
-
-IDX_NAMES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
 
 
 def override(monkeypatch: pytest.MonkeyPatch, name: str, **loader_kwargs: Any) -> None:
@@ -30,25 +26,6 @@ def override(monkeypatch: pytest.MonkeyPatch, name: str, **loader_kwargs: Any) -
     spec = DATASETS[name]
     replaced = dataclasses.replace(spec, loader=partial(spec.loader, **loader_kwargs))
     monkeypatch.setitem(DATASETS, name, replaced)
-
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    return header + array.astype(np.uint8).tobytes()
-
-
-def write_idx_split(folder: Path, split: str, images: np.ndarray, labels: np.ndarray, gz: bool) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, array in zip(IDX_NAMES[split], (images, labels), strict=True):
-        if gz:
-            (folder / f"{name}.gz").write_bytes(gzip.compress(idx_bytes(array)))
-        else:
-            (folder / name).write_bytes(idx_bytes(array))
-
-
-def mnist_like(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n, dtype=np.uint8)
 
 
 # ------------------------------------------------------------------------------------------------ registry

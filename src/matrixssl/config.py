@@ -1,0 +1,215 @@
+"""Typed run configuration: defaults in dataclasses, YAML files on top, dotted `key=value` overrides last.
+
+Every key is checked: an unknown key or a value of the wrong type stops with one message that names the key
+and what is allowed, before anything runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from matrixssl.errors import MatrixSSLError
+
+
+@dataclass
+class DataConfig:
+    name: str = "fashion-mnist"
+    dir: str = "data"
+    subset: int | None = None  # use only the first N training images
+    download: bool = False
+    batch_size: int = 256  # global batch, split over devices
+    num_workers: int = 0
+    image_size: int | None = None  # imagefolder: resize/crop size on load
+    test_split: str = "test"  # split used for evaluation (imagefolder: a sub-folder name, e.g. val)
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet18"
+    stem: str = "cifar"
+    width: float = 0.25
+    blocks_per_stage: int | None = 1  # None: the architecture's own depth (2,2,2,2 for resnet18)
+    zero_init_residual: bool = True
+    projector_hidden_dim: int = 512
+    projector_dim: int = 128
+    predictor_hidden_dim: int = 64
+    channels_last: bool = False  # faster on GPUs; measured slower for small ResNets on this CPU
+
+
+@dataclass
+class LossConfig:
+    method: str = "matrix_ssl"
+    target_scale: float | None = 1.0
+    ridge: float = 1.0
+    gamma: float = 1.0
+    taylor_order: int | None = 4
+    trace_term: bool = False
+
+
+@dataclass
+class OptimConfig:
+    optimizer: str = "sgd"  # sgd | lars
+    base_lr: float = 0.3  # lr = base_lr * batch_size / 256
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 0.5
+    probe_lr: float = 0.1
+
+
+@dataclass
+class TeacherConfig:
+    base_momentum: float = 0.99
+    final_momentum: float = 1.0
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 5
+    accelerator: str = "auto"
+    devices: str = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    checkpoint_every_n_epochs: int = 1
+    seed: int = 0
+    log_every_n_steps: int = 20
+    progress_bar: bool = True
+
+
+@dataclass
+class EvalConfig:
+    linear_epochs: int = 30
+    linear_lr: float = 0.1
+    knn_k: int = 20
+    knn_temperature: float = 0.07
+
+
+@dataclass
+class Config:
+    """Defaults are the quick Fashion-MNIST CPU run (configs/fashion-mnist/matrix_ssl.yaml spells them out)."""
+
+    output_dir: str = "runs/fashion-mnist-matrix-ssl"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """`value` as the annotated type (int, float, bool, str, or X | None), or a MatrixSSLError."""
+    options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    if value is None and type(None) in options:
+        return None
+    for option in options:
+        if option is bool and isinstance(value, bool):
+            return value
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if option is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if option is str and isinstance(value, str | int | float) and not isinstance(value, bool):
+            return str(value)
+    names = " or ".join("null" if o is type(None) else o.__name__ for o in options)
+    raise MatrixSSLError(f"config key '{key}' must be {names}, got {value!r}")
+
+
+def _apply(target: Any, updates: dict[str, Any], prefix: str = "") -> None:
+    hints = typing.get_type_hints(type(target))
+    for name, value in updates.items():
+        key = f"{prefix}{name}"
+        if name not in hints:
+            valid = ", ".join(f"{prefix}{n}" for n in hints)
+            raise MatrixSSLError(f"unknown config key '{key}'; valid keys here: {valid}")
+        current = getattr(target, name)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise MatrixSSLError(f"config key '{key}' is a section; give it a mapping, got {value!r}")
+            _apply(current, value, prefix=f"{key}.")
+        else:
+            setattr(target, name, _coerce(key, value, hints[name]))
+
+
+def _dotted(key: str, value: Any) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    cursor = nested
+    parts = key.split(".")
+    for part in parts[:-1]:
+        cursor = cursor.setdefault(part, {})
+    cursor[parts[-1]] = value
+    return nested
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        content = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise MatrixSSLError(f"cannot read config file {path}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise MatrixSSLError(f"config file {path} is not valid YAML: {error}") from None
+    if content is None:
+        return {}
+    if not isinstance(content, dict):
+        raise MatrixSSLError(f"config file {path} must hold a mapping of keys, got {type(content).__name__}")
+    return content
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then the YAML file at `path` (if any), then `key=value` overrides (values parsed as YAML)."""
+    config = Config()
+    if path is not None:
+        _apply(config, _read_yaml(Path(path)))
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise MatrixSSLError(f"override {item!r} must look like key=value, e.g. trainer.max_epochs=10")
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError:
+            value = raw
+        _apply(config, _dotted(key.strip(), value))
+    validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    """Range checks that types alone cannot express."""
+    positive = {
+        "data.batch_size": config.data.batch_size,
+        "trainer.max_epochs": config.trainer.max_epochs,
+        "model.width": config.model.width,
+        "optim.base_lr": config.optim.base_lr,
+        "trainer.checkpoint_every_n_epochs": config.trainer.checkpoint_every_n_epochs,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise MatrixSSLError(f"config key '{key}' must be positive, got {value}")
+    if config.data.batch_size < 2:
+        raise MatrixSSLError(
+            "config key 'data.batch_size' must be at least 2: the losses use batch statistics"
+        )
+    if config.data.subset is not None and config.data.subset < 2:
+        raise MatrixSSLError(f"config key 'data.subset' must be at least 2 images, got {config.data.subset}")
+    if not 0 <= config.teacher.base_momentum <= config.teacher.final_momentum <= 1:
+        raise MatrixSSLError("teacher momenta must satisfy 0 <= base_momentum <= final_momentum <= 1")
+    if config.optim.optimizer not in ("sgd", "lars"):
+        raise MatrixSSLError(
+            f"config key 'optim.optimizer' must be sgd or lars, got {config.optim.optimizer!r}"
+        )
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def to_yaml(config: Config) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False)

@@ -1,0 +1,1 @@
+"""Evaluation of frozen representations: features, kNN, linear probe, effective rank."""

@@ -1,0 +1,88 @@
+"""PNG figures: training curves from the CSV log, and eigenvalue spectra of embedding covariances.
+
+matplotlib is imported inside each function (an optional dependency of the `train` extra) with the Agg backend,
+so nothing needs a display.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from matrixssl.functional import covariance
+
+
+def _pyplot():  # noqa: ANN202
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def read_epoch_curves(metrics_csv: Path) -> dict[str, list[tuple[int, float]]]:
+    """Per-epoch series from Lightning's metrics.csv: {column: [(epoch, value), ...]}, the last value per epoch."""
+    series: dict[str, dict[int, float]] = defaultdict(dict)
+    with open(metrics_csv, newline="") as handle:
+        for row in csv.DictReader(handle):
+            if not row.get("epoch"):
+                continue
+            epoch = int(float(row["epoch"]))
+            for key, value in row.items():
+                if key not in ("epoch", "step") and value:
+                    series[key][epoch] = float(value)
+    return {key: sorted(values.items()) for key, values in series.items()}
+
+
+def plot_training_curves(metrics_csv: Path, out: Path) -> Path:
+    """Loss, online-probe accuracy and effective rank against epoch, side by side."""
+    curves = read_epoch_curves(metrics_csv)
+    panels = [
+        ("loss", ["train/loss_epoch"]),
+        ("online probe top-1 (%)", ["val/probe_top1", "train/probe_top1"]),
+        ("effective rank", ["train/effective_rank"]),
+    ]
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
+    for axis, (title, keys) in zip(axes, panels):
+        for key in keys:
+            if key in curves:
+                epochs, values = zip(*curves[key])
+                axis.plot(epochs, values, marker="o", label=key)
+        axis.set_title(title)
+        axis.set_xlabel("epoch")
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    return out
+
+
+def covariance_spectrum(features: Tensor) -> Tensor:
+    """Eigenvalues of the centred covariance, largest first, normalised to sum to one."""
+    eigenvalues = torch.linalg.eigvalsh(covariance(features.double())).flip(0).clamp_min(0)
+    return eigenvalues / eigenvalues.sum().clamp_min(1e-300)
+
+
+def plot_spectra(spectra: Mapping[str, Tensor], out: Path, title: str = "covariance spectrum") -> Path:
+    """Normalised eigenvalues on a log scale, one line per named representation."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(5, 3.5))
+    for name, spectrum in spectra.items():
+        axis.semilogy(range(1, len(spectrum) + 1), spectrum.clamp_min(1e-12).numpy(), label=name)
+    axis.set_xlabel("index")
+    axis.set_ylabel("normalised eigenvalue")
+    axis.set_title(title)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    return out
