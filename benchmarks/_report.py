@@ -13,7 +13,11 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def header(title: str) -> str:
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()})"
+    device = (
+        torch.cuda.get_device_name()
+        if torch.cuda.is_available()
+        else f"CPU ({platform.processor() or platform.machine()})"
+    )
     return "\n".join(
         [
             f"# {title}",

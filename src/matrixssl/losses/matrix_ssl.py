@@ -134,7 +134,9 @@ def _direction(
         coefficients = taylor_log_coefficients(order, ridge - 1.0)
         if uniformity:
             traces = trace_powers(k, order)
-            u = -scale * (coefficients[0] * dim + torch.stack([c * t for c, t in zip(coefficients[1:], traces)]).sum())
+            u = -scale * (
+                coefficients[0] * dim + torch.stack([c * t for c, t in zip(coefficients[1:], traces)]).sum()
+            )
         if alignment:
             s_traces = trace_powers(s, order)
             if gram_space:
