@@ -28,11 +28,15 @@ data:
 test: setup
 	$(BIN)/python -m pytest tests
 
+# The main job: pretrain Matrix-SSL on Fashion-MNIST with the quick config, evaluate, print the figures.
+# A finished or interrupted run in RUN_DIR is resumed (a finished one is only re-evaluated).
+RUN_DIR ?= runs/fashion-mnist-matrix-ssl
 run: setup
-	$(BIN)/python benchmarks/loss_speed.py --sizes 256x512,512x1024
+	$(BIN)/matrixssl pretrain output_dir=$(RUN_DIR) $$([ -f $(RUN_DIR)/checkpoints/last.ckpt ] && echo --resume)
 
 bench: setup
 	$(BIN)/python benchmarks/loss_speed.py
+	$(BIN)/python benchmarks/throughput.py
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+
+from matrixssl.data import DATASETS
 
 
 def random_spd(d: int, seed: int, floor: float = 0.1) -> torch.Tensor:
@@ -45,3 +50,10 @@ def write_idx_split(folder: Path, split: str, images: np.ndarray, labels: np.nda
 def mnist_like(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     return rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n, dtype=np.uint8)
+
+
+def override(monkeypatch: pytest.MonkeyPatch, name: str, **loader_kwargs: Any) -> None:
+    """Re-register dataset ``name`` with some of its loader's bound arguments replaced."""
+    spec = DATASETS[name]
+    replaced = dataclasses.replace(spec, loader=partial(spec.loader, **loader_kwargs))
+    monkeypatch.setitem(DATASETS, name, replaced)

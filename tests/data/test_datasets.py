@@ -2,31 +2,20 @@
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import pickle
 import warnings
-from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from conftest import IDX_NAMES, mnist_like, write_idx_split
+from conftest import IDX_NAMES, mnist_like, override, write_idx_split
 from PIL import Image
 
-from matrixssl.data import DATASETS, ImageFolderDataset, InMemoryDataset, STL10Dataset, load_dataset
+from matrixssl.data import ImageFolderDataset, InMemoryDataset, STL10Dataset, load_dataset
 from matrixssl.data.datasets import FASHION_MNIST_SYSTEM_DIR
 from matrixssl.errors import MatrixSSLError
-
-
-def override(monkeypatch: pytest.MonkeyPatch, name: str, **loader_kwargs: Any) -> None:
-    """Re-register dataset ``name`` with some of its loader's bound arguments replaced."""
-    spec = DATASETS[name]
-    replaced = dataclasses.replace(spec, loader=partial(spec.loader, **loader_kwargs))
-    monkeypatch.setitem(DATASETS, name, replaced)
-
 
 # ------------------------------------------------------------------------------------------------ registry
 

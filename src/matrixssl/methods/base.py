@@ -1,0 +1,199 @@
+"""One LightningModule shape for every self-supervised method.
+
+The base owns what all methods share: two views made on the training device, the backbone and projector, the
+EMA teacher, the online linear probe on detached features, an effective-rank monitor, optimisers (SGD or LARS,
+no weight decay on biases and norms) and the per-step warm-up + cosine schedule. A method adds its heads and its
+loss in `loss_from_views` (see `matrix_ssl.py`); everything else is Lightning's (DDP, precision, checkpoints).
+
+A training step, top to bottom: uint8 batch -> two augmented views -> online branch (backbone, projector,
+predictor) and teacher branch per view -> method loss -> plus the probe's cross-entropy -> backward; after the
+optimiser step the teacher moves towards the student by the scheduled momentum.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from matrixssl.config import Config, to_dict
+from matrixssl.data.views import TwoViewAugmentation, view_config_for
+from matrixssl.distributed import world_size
+from matrixssl.errors import MatrixSSLError
+from matrixssl.functional import covariance, effective_rank
+from matrixssl.models import EMATeacher, Projector, build_backbone, cosine_momentum
+from matrixssl.optim import LARS, parameter_groups, warmup_cosine
+
+
+class DatasetInfo:
+    """What a method needs to know of its data: shape, classes and normalisation statistics."""
+
+    def __init__(
+        self,
+        name: str,
+        channels: int,
+        image_size: int,
+        num_classes: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+    ) -> None:
+        self.name, self.channels, self.image_size, self.num_classes = name, channels, image_size, num_classes
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+class SSLMethod(L.LightningModule):
+    """Shared training machinery; subclasses set `uses_teacher`, build heads and define the loss."""
+
+    uses_teacher = True
+
+    def __init__(self, config: Config, info: DatasetInfo, steps_per_epoch: int) -> None:
+        super().__init__()
+        self.config, self.info, self.steps_per_epoch = config, info, steps_per_epoch
+        self.save_hyperparameters({"config": to_dict(config), "info": info.as_dict()})
+        m = config.model
+        self.views = TwoViewAugmentation(
+            view_config_for(info.name, info.image_size, info.channels, info.mean, info.std)
+        )
+        depth = {} if m.blocks_per_stage is None else {"blocks": (m.blocks_per_stage,) * 4}
+        self.backbone = build_backbone(
+            m.backbone,
+            stem=m.stem,
+            width=m.width,
+            zero_init_residual=m.zero_init_residual,
+            in_channels=info.channels,
+            **depth,
+        )
+        self.projector = Projector(self.backbone.num_features, m.projector_hidden_dim, m.projector_dim)
+        self.teacher = EMATeacher(nn.Sequential(self.backbone, self.projector)) if self.uses_teacher else None
+        self.probe = nn.Sequential(
+            nn.BatchNorm1d(self.backbone.num_features, affine=False),
+            nn.Linear(self.backbone.num_features, info.num_classes),
+        )
+        if m.channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    # --- what a method defines -------------------------------------------------------------------------
+    def loss_from_views(self, online: list[Tensor], teacher: list[Tensor]) -> dict[str, Tensor]:
+        """Method loss from per-view projector outputs (`online`) and teacher outputs; key 'loss' required."""
+        raise NotImplementedError
+
+    # --- shared step -------------------------------------------------------------------------------------
+    def total_steps(self) -> int:
+        return max(1, self.config.trainer.max_epochs * self.steps_per_epoch)
+
+    def _input(self, images: Tensor) -> Tensor:
+        return (
+            images.contiguous(memory_format=torch.channels_last)
+            if self.config.model.channels_last
+            else images
+        )
+
+    def make_views(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """(view_1, view_2, labels) from a loader batch: uint8 images augmented here, on the model's device."""
+        images, labels = batch
+        view_1, view_2 = self.views(images)
+        return self._input(view_1), self._input(view_2), labels
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_index: int) -> Tensor:
+        view_1, view_2, labels = self.make_views(batch)
+        features = [self.backbone(v) for v in (view_1, view_2)]
+        online = [self.projector(f) for f in features]
+        teacher: list[Tensor] = []
+        if self.teacher is not None:
+            with torch.no_grad():
+                teacher = [self.teacher(v) for v in (view_1, view_2)]
+        terms = self.loss_from_views(online, teacher)
+        loss = terms["loss"]
+        if not torch.isfinite(loss):
+            checkpoint = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or "none yet"
+            raise MatrixSSLError(
+                f"the loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}); "
+                f"last good checkpoint: {checkpoint}. Lower optim.base_lr or check the data, then --resume."
+            )
+        probe_loss, probe_top1 = self._probe_step(features[0].detach(), labels)
+        self.log_dict(
+            {f"train/{k}": v.detach() for k, v in terms.items()}, on_step=True, on_epoch=True, sync_dist=True
+        )
+        self.log_dict(
+            {"train/probe_loss": probe_loss.detach(), "train/probe_top1": probe_top1},
+            on_step=False,
+            on_epoch=True,
+            sync_dist=True,
+        )
+        if batch_index % max(1, self.config.trainer.log_every_n_steps) == 0:
+            reference = teacher[0] if teacher else online[0]
+            self.log("train/effective_rank", effective_rank(covariance(reference.detach())), sync_dist=True)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)  # type: ignore[union-attr]
+        return loss + probe_loss
+
+    def _probe_step(self, features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        labelled = labels >= 0
+        if not bool(labelled.any()):
+            zero = features.new_zeros(())
+            return zero, zero
+        logits = self.probe(features[labelled].float())
+        loss = F.cross_entropy(logits, labels[labelled])
+        return loss, 100.0 * (logits.argmax(1) == labels[labelled]).float().mean()
+
+    def teacher_momentum(self) -> float:
+        t = self.config.teacher
+        return cosine_momentum(self.global_step, self.total_steps(), t.base_momentum, t.final_momentum)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_index: int) -> None:
+        if self.teacher is not None:
+            self.teacher.update(nn.Sequential(self.backbone, self.projector), self.teacher_momentum())
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_index: int) -> None:
+        images, labels = batch
+        features = self.backbone(self._input(self.views.eval_transform(images)))
+        logits = self.probe(features.float())
+        self.log("val/probe_top1", 100.0 * (logits.argmax(1) == labels).float().mean(), sync_dist=True)
+
+    # --- optimisation ------------------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        o = self.config.optim
+        lr = o.base_lr * self.config.data.batch_size / 256
+        trained = nn.ModuleList([m for m in self.children() if m is not self.probe and m is not self.teacher])
+        groups = parameter_groups(trained, o.weight_decay)
+        groups.append({"params": list(self.probe.parameters()), "weight_decay": 0.0, "lars_exclude": True})
+        for group, group_lr in zip(groups, (lr, lr, o.probe_lr)):
+            group["lr"] = group_lr
+        optimizer: torch.optim.Optimizer
+        if o.optimizer == "lars":
+            optimizer = LARS(groups, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        else:
+            optimizer = torch.optim.SGD(groups, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        warmup = int(round(o.warmup_epochs * self.steps_per_epoch))
+        total = self.total_steps()
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, total, warmup)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def setup(self, stage: str) -> None:
+        # Batch statistics must span the global batch under DDP.
+        if world_size() > 1 or (self._trainer is not None and self.trainer.world_size > 1):
+            self.enable_distributed_loss()
+
+    def enable_distributed_loss(self) -> None:
+        """Subclasses switch their loss to `gather_distributed=True`."""
+
+
+def steps_per_epoch(num_images: int, batch_size: int, devices: int) -> int:
+    """Optimiser steps per epoch with drop_last batches of `batch_size` split over `devices`."""
+    per_device = batch_size // max(1, devices)
+    return max(1, (num_images // max(1, devices)) // max(1, per_device))
+
+
+def check_divisible(batch_size: int, devices: int) -> None:
+    if batch_size % devices:
+        raise MatrixSSLError(
+            f"data.batch_size={batch_size} must be divisible by the number of devices ({devices}); "
+            f"it is the global batch, split evenly over devices"
+        )

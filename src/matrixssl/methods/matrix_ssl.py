@@ -1,0 +1,28 @@
+"""Matrix-SSL as a training method: predictor on the online branch, EMA teacher as target."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from matrixssl.config import Config
+from matrixssl.losses import MatrixSSLLoss
+from matrixssl.methods.base import DatasetInfo, SSLMethod
+from matrixssl.models import Predictor
+
+
+class MatrixSSL(SSLMethod):
+    def __init__(self, config: Config, info: DatasetInfo, steps_per_epoch: int) -> None:
+        super().__init__(config, info, steps_per_epoch)
+        m, loss = config.model, config.loss
+        self.predictor = Predictor(m.projector_dim, m.predictor_hidden_dim)
+        self.loss_fn = MatrixSSLLoss(
+            loss.target_scale, loss.ridge, loss.gamma, loss.taylor_order, loss.trace_term
+        )
+
+    def enable_distributed_loss(self) -> None:
+        self.loss_fn.gather_distributed = True
+
+    def loss_from_views(self, online: list[Tensor], teacher: list[Tensor]) -> dict[str, Tensor]:
+        predicted = [self.predictor(z) for z in online]
+        terms = self.loss_fn.terms(predicted[0], predicted[1], teacher[0], teacher[1])
+        return {"loss": terms.loss, "uniformity": terms.uniformity, "alignment": terms.alignment}

@@ -1,0 +1,218 @@
+"""`matrixssl pretrain`: data -> method -> Lightning Trainer -> evaluation -> metrics.json.
+
+Checkpoints go to `output_dir/checkpoints` (every N epochs plus `last.ckpt`), written atomically; `resume=True`
+continues from `last.ckpt` with the optimiser, schedules, teacher and epoch counter restored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from torch.utils.data import DataLoader
+
+from matrixssl.config import Config, to_yaml
+from matrixssl.data import ImageDataset, load_dataset
+from matrixssl.errors import MatrixSSLError
+from matrixssl.eval.features import extract_features
+from matrixssl.eval.report import evaluate_features
+from matrixssl.methods import DatasetInfo, SSLMethod, method_class
+from matrixssl.methods.base import check_divisible, steps_per_epoch
+from matrixssl.plots import covariance_spectrum, plot_spectra, plot_training_curves
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write to a temporary file in the same folder, then rename: a killed run never leaves half a file."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{target.name}.tmp")
+        torch.save(checkpoint, temporary)
+        os.replace(temporary, target)
+
+
+def pretraining_split(name: str) -> str:
+    return "train+unlabeled" if name == "stl10" else "train"
+
+
+def load_splits(config: Config) -> tuple[ImageDataset, ImageDataset, ImageDataset]:
+    """(pretraining set, labelled train set, test set) for the configured dataset."""
+    d = config.data
+
+    def load(split: str, subset: int | None = None) -> ImageDataset:
+        return load_dataset(d.name, d.dir, split, download=d.download, subset=subset, image_size=d.image_size)
+
+    pretrain = load(pretraining_split(d.name), d.subset)
+    labelled = pretrain if pretraining_split(d.name) == "train" else load("train")
+    test = load(d.test_split)
+    return pretrain, labelled, test
+
+
+def dataset_info(dataset: ImageDataset) -> DatasetInfo:
+    return DatasetInfo(
+        dataset.name, dataset.channels, dataset.image_size, dataset.num_classes, dataset.mean, dataset.std
+    )
+
+
+def _device_count(config: Config) -> int:
+    devices = config.trainer.devices
+    if devices == "auto":
+        return (
+            torch.cuda.device_count()
+            if config.trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+            else 1
+        )
+    try:
+        return int(devices)
+    except ValueError:
+        return len([d for d in devices.split(",") if d.strip()])
+
+
+def _uses_gpu(config: Config) -> bool:
+    accelerator = config.trainer.accelerator
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def checkpoint_dir(config: Config) -> Path:
+    return Path(config.output_dir) / "checkpoints"
+
+
+def _check_resumable(path: Path, model: SSLMethod) -> None:
+    """One clear error for a corrupt checkpoint or one written by a different configuration."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        weights = state["state_dict"]
+    except Exception as error:  # noqa: BLE001 - any unreadable file is the same user-facing problem
+        raise MatrixSSLError(
+            f"checkpoint {path} is corrupt or unreadable ({type(error).__name__}); delete it to start over, "
+            f"or restore an epoch checkpoint from {path.parent} as last.ckpt"
+        ) from None
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in weights.items()}
+    if expected != found:
+        differing = sorted(set(expected) ^ set(found)) or [k for k in expected if expected[k] != found[k]]
+        raise MatrixSSLError(
+            f"checkpoint {path} was written by a different model configuration "
+            f"(first differing keys: {', '.join(differing[:3])}); resume with the same config or use another output_dir"
+        )
+
+
+def pretrain(config: Config, resume: bool = False) -> dict[str, Any]:
+    """Pretrain, evaluate the backbone (linear probe, kNN, effective rank) and write metrics.json."""
+    started = time.perf_counter()
+    L.seed_everything(config.trainer.seed, workers=True, verbose=False)
+    output = Path(config.output_dir)
+    last = checkpoint_dir(config) / "last.ckpt"
+    if resume and not last.exists():
+        raise MatrixSSLError(f"--resume: no checkpoint at {last}; run without --resume to start")
+    if not resume and last.exists():
+        raise MatrixSSLError(
+            f"{output} already holds a run ({last}); pass --resume to continue it, or set output_dir to a new folder"
+        )
+    pretrain_set, labelled, test = load_splits(config)
+    devices = _device_count(config) * config.trainer.num_nodes
+    check_divisible(config.data.batch_size, devices)
+    per_device = config.data.batch_size // devices
+    if len(pretrain_set) < config.data.batch_size:
+        raise MatrixSSLError(
+            f"the training set has {len(pretrain_set)} images, fewer than data.batch_size={config.data.batch_size}"
+        )
+    model = method_class(config.loss.method)(
+        config,
+        dataset_info(pretrain_set),
+        steps_per_epoch(len(pretrain_set), config.data.batch_size, devices),
+    )
+    if resume:
+        _check_resumable(last, model)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "config.yaml").write_text(to_yaml(config))
+    train_loader = DataLoader(
+        pretrain_set,
+        batch_size=per_device,
+        shuffle=True,
+        drop_last=True,
+        num_workers=config.data.num_workers,
+        persistent_workers=config.data.num_workers > 0,
+    )
+    val_loader = DataLoader(test, batch_size=max(per_device, 256), num_workers=config.data.num_workers)
+    t = config.trainer
+    checkpoints = ModelCheckpoint(
+        dirpath=checkpoint_dir(config),
+        filename="epoch={epoch}",
+        auto_insert_metric_name=False,
+        every_n_epochs=t.checkpoint_every_n_epochs,
+        save_top_k=-1,
+        save_last=True,
+    )
+    trainer = L.Trainer(
+        max_epochs=t.max_epochs,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=("ddp" if devices > 1 else "auto") if t.strategy == "auto" else t.strategy,
+        sync_batchnorm=devices > 1 and _uses_gpu(config),  # PyTorch has no SyncBatchNorm on CPU
+        precision=t.precision,  # type: ignore[arg-type]
+        callbacks=[checkpoints],
+        logger=CSVLogger(output, name="logs", version=None),
+        plugins=[AtomicCheckpointIO()],
+        log_every_n_steps=t.log_every_n_steps,
+        enable_progress_bar=t.progress_bar,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=output,
+    )
+    trainer.fit(model, train_loader, val_loader, ckpt_path=str(last) if resume else None)
+    if not trainer.is_global_zero:
+        return {}
+    device = next(model.parameters()).device
+    train_features, train_labels = extract_features(
+        model.backbone, labelled, model.views.eval_transform, device=device
+    )
+    test_features, test_labels = extract_features(
+        model.backbone, test, model.views.eval_transform, device=device
+    )
+    metrics = evaluate_features(train_features, train_labels, test_features, test_labels, config.eval)
+    logs = Path(trainer.logger.log_dir) if trainer.logger and trainer.logger.log_dir else output
+    plots = {
+        "training_curves": str(plot_training_curves(logs / "metrics.csv", output / "plots" / "training.png")),
+        "spectrum": str(
+            plot_spectra(
+                {"backbone features": covariance_spectrum(train_features)}, output / "plots" / "spectrum.png"
+            )
+        ),
+    }
+    metrics.update(
+        {
+            "method": config.loss.method,
+            "dataset": config.data.name,
+            "epochs": trainer.current_epoch,
+            "global_step": trainer.global_step,
+            "online_probe_top1": _last_logged(trainer, "val/probe_top1"),
+            "wall_time_s": round(time.perf_counter() - started, 1),
+            "checkpoint": str(last),
+            "logs": str(logs),
+            "plots": plots,
+        }
+    )
+    _write_json(output / "metrics.json", metrics)
+    return metrics
+
+
+def _last_logged(trainer: L.Trainer, key: str) -> float | None:
+    value = trainer.callback_metrics.get(key)
+    return None if value is None else round(float(value), 2)
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(temporary, path)

@@ -1,0 +1,95 @@
+"""Batched two-view augmentation: shapes, independence per image, determinism, identity case, errors."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from matrixssl.data.views import TwoViewAugmentation, ViewConfig, view_config_for
+from matrixssl.errors import MatrixSSLError
+
+GRAY = view_config_for("fashion-mnist", 28, 1, (0.286,), (0.353,))
+COLOR = view_config_for("stl10", 48, 3, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+
+
+def batch(channels: int, size: int, n: int = 8) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (n, channels, size, size), dtype=torch.uint8, generator=generator)
+
+
+@pytest.mark.parametrize("config", [GRAY, COLOR])
+def test_two_normalised_float_views_that_differ(config: ViewConfig) -> None:
+    images = batch(config.channels, config.crop_size)
+    view_1, view_2 = TwoViewAugmentation(config)(images)
+    assert view_1.shape == view_2.shape == images.shape
+    assert view_1.dtype == view_2.dtype == torch.float32
+    assert not torch.equal(view_1, view_2)
+
+
+def test_each_image_draws_its_own_parameters() -> None:
+    image = batch(1, 28, n=1)
+    view_1, _ = TwoViewAugmentation(GRAY)(image.repeat(16, 1, 1, 1))
+    distinct = {tuple(v.flatten().tolist()) for v in view_1}
+    assert len(distinct) > 8
+
+
+def test_same_seed_same_views() -> None:
+    images = batch(3, 48)
+    augment = TwoViewAugmentation(COLOR)
+    torch.manual_seed(5)
+    first = augment(images)
+    torch.manual_seed(5)
+    second = augment(images)
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+def test_eval_transform_normalises_known_values() -> None:
+    augment = TwoViewAugmentation(GRAY)
+    out = augment.eval_transform(torch.full((2, 1, 28, 28), 255, dtype=torch.uint8))
+    torch.testing.assert_close(out, torch.full_like(out, (1 - 0.286) / 0.353))
+    resized = TwoViewAugmentation(dataclasses.replace(COLOR, crop_size=32)).eval_transform(batch(3, 48))
+    assert resized.shape == (8, 3, 32, 32)
+
+
+def test_without_random_ops_the_views_equal_the_eval_transform() -> None:
+    identity = dataclasses.replace(
+        COLOR,
+        crop_scale=(1.0, 1.0),
+        jitter_probability=0.0,
+        grayscale_probability=0.0,
+        flip_probability=0.0,
+        blur_probability=(0.0, 0.0),
+        solarize_probability=(0.0, 0.0),
+    )
+    augment = TwoViewAugmentation(identity)
+    images = batch(3, 48)
+    view_1, view_2 = augment(images)
+    expected = augment.eval_transform(images)
+    torch.testing.assert_close(view_1, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(view_2, expected, atol=1e-5, rtol=0)
+
+
+def test_recipes_per_dataset() -> None:
+    assert not GRAY.color and GRAY.blur_probability == (0.0, 0.0) and GRAY.solarize_probability == (0.0, 0.2)
+    assert COLOR.color and COLOR.blur_probability == (1.0, 0.1) and COLOR.blur_kernel_size == 5
+    assert view_config_for("imagenet", 224, 3, (0.5,) * 3, (0.2,) * 3).blur_kernel_size == 23
+    digits = view_config_for("mnist", 28, 1, (0.13,), (0.31,))
+    assert digits.flip_probability == 0.0 and digits.crop_scale == (0.3, 1.0)
+    names = [type(op).__name__ for op in TwoViewAugmentation(GRAY).branches[1]]
+    assert "ColorJitter" not in names and "RandomGrayscale" not in names and "RandomSolarize" in names
+
+
+def test_views_stay_float32_under_autocast() -> None:
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        view_1, view_2 = TwoViewAugmentation(COLOR)(batch(3, 48))
+    assert view_1.dtype == view_2.dtype == torch.float32
+
+
+def test_bad_input_errors() -> None:
+    augment = TwoViewAugmentation(GRAY)
+    with pytest.raises(MatrixSSLError, match="uint8"):
+        augment(torch.rand(2, 1, 28, 28))
+    with pytest.raises(MatrixSSLError, match="1-channel"):
+        augment(batch(3, 28))

@@ -1,0 +1,87 @@
+"""Two CPU processes under Lightning DDP (gloo) take the same first step as one process on the global batch.
+
+The views are replaced by a deterministic transform, so both runs see identical inputs. PyTorch has no
+SyncBatchNorm on CPU, so BatchNorm layers run on their running statistics here, making every embedding
+independent of how the batch is split; what is compared is then the loss itself, which equals the one-process
+loss only if it gathers the embeddings of all ranks. (On GPUs the trainer also turns on SyncBatchNorm.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from matrixssl.config import load_config
+from matrixssl.methods import DatasetInfo
+from matrixssl.methods.matrix_ssl import MatrixSSL
+
+GLOBAL_BATCH = 16
+
+
+class DeterministicMatrixSSL(MatrixSSL):
+    """The views are the clean image and its mirror image, so both runs see identical inputs."""
+
+    record_dir = ""
+
+    def make_views(self, batch):  # type: ignore[no-untyped-def]
+        images, labels = batch
+        clean = self.views.eval_transform(images)
+        return clean, clean.flip(-1), labels
+
+    def on_train_batch_start(self, batch, batch_index):  # type: ignore[no-untyped-def]
+        for module in self.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+    def loss_from_views(self, online, teacher):  # type: ignore[no-untyped-def]
+        terms = super().loss_from_views(online, teacher)
+        Path(self.record_dir, f"rank{self.global_rank}.txt").write_text(repr(terms["loss"].item()))
+        return terms
+
+
+def first_step_loss(tmp_path: Path, devices: int) -> list[float]:
+    record = tmp_path / f"devices{devices}"
+    record.mkdir()
+    config = load_config(
+        None,
+        [
+            f"data.batch_size={GLOBAL_BATCH}",
+            "model.width=0.125",
+            "model.projector_hidden_dim=32",
+            "model.projector_dim=16",
+            "model.predictor_hidden_dim=8",
+        ],
+    )
+    torch.manual_seed(0)
+    info = DatasetInfo("fashion-mnist", 1, 28, 10, (0.286,), (0.353,))
+    model = DeterministicMatrixSSL(config, info, steps_per_epoch=1)
+    model.record_dir = str(record)
+    generator = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (GLOBAL_BATCH, 1, 28, 28), dtype=torch.uint8, generator=generator)
+    labels = torch.randint(0, 10, (GLOBAL_BATCH,), generator=generator)
+    loader = DataLoader(TensorDataset(images, labels), batch_size=GLOBAL_BATCH // devices, shuffle=False)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp_spawn" if devices > 1 else "auto",
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(model, loader)
+    return [float((record / f"rank{r}.txt").read_text()) for r in range(devices)]
+
+
+@pytest.mark.timeout(300)
+def test_two_process_ddp_first_step_equals_one_process(tmp_path: Path) -> None:
+    single = first_step_loss(tmp_path, devices=1)
+    double = first_step_loss(tmp_path, devices=2)
+    assert double[0] == pytest.approx(double[1], rel=1e-6)
+    assert double[0] == pytest.approx(single[0], rel=1e-5)

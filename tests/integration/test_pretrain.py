@@ -1,0 +1,110 @@
+"""End to end on a tiny Fashion-MNIST-format dataset: pretrain, evaluate, resume after a kill, bad input.
+
+Each run trains a few steps of a very small ResNet; what is checked is behaviour (files, epochs, steps,
+messages, exit codes), not accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import mnist_like, override, write_idx_split
+
+from matrixssl.cli import main
+
+TINY = [
+    "data.name=fashion-mnist",
+    "data.batch_size=16",
+    "model.width=0.125",
+    "model.projector_hidden_dim=32",
+    "model.projector_dim=16",
+    "model.predictor_hidden_dim=8",
+    "trainer.progress_bar=false",
+    "trainer.log_every_n_steps=1",
+    "eval.linear_epochs=2",
+]
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    write_idx_split(root / "fashion-mnist", "train", *mnist_like(64, 0), gz=True)
+    write_idx_split(root / "fashion-mnist", "test", *mnist_like(32, 1), gz=True)
+    return root
+
+
+def args(data_dir: Path, output: Path, *extra: str) -> list[str]:
+    return ["pretrain", *TINY, f"data.dir={data_dir}", f"output_dir={output}", *extra]
+
+
+def test_pretrain_writes_metrics_checkpoints_and_logs(data_dir: Path, tmp_path: Path, capsys) -> None:
+    output = tmp_path / "run"
+    assert main(args(data_dir, output, "trainer.max_epochs=2")) == 0
+    metrics = json.loads((output / "metrics.json").read_text())
+    for key in ("linear_top1", "knn_top1", "checkpoint", "logs", "feature_effective_rank"):
+        assert key in metrics
+    assert 0.0 <= metrics["linear_top1"] <= 100.0 and 0.0 <= metrics["knn_top1"] <= 100.0
+    assert metrics["epochs"] == 2 and metrics["global_step"] == 2 * (64 // 16)
+    assert (output / "checkpoints" / "last.ckpt").exists()
+    assert (output / "checkpoints" / "epoch=1.ckpt").exists()
+    assert not list((output / "checkpoints").glob(".*.tmp"))
+    assert "linear probe" in capsys.readouterr().out
+    logged = (Path(metrics["logs"]) / "metrics.csv").read_text()
+    assert "train/loss_epoch" in logged and "train/effective_rank" in logged and "val/probe_top1" in logged
+
+
+def test_resume_after_kill_neither_repeats_nor_loses_epochs(data_dir: Path, tmp_path: Path) -> None:
+    output = tmp_path / "run"
+    command = [sys.executable, "-m", "matrixssl.cli", *args(data_dir, output, "trainer.max_epochs=4")]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = output / "checkpoints" / "epoch=0.ckpt"
+    deadline = time.monotonic() + 240
+    while not first.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert first.exists(), "the first epoch checkpoint never appeared"
+    killed_at = torch.load(output / "checkpoints" / "last.ckpt", weights_only=False)["epoch"]
+    assert killed_at < 3, "the run finished before it could be killed; nothing was tested"
+    assert main(args(data_dir, output, "trainer.max_epochs=4", "--resume")) == 0
+    final = torch.load(output / "checkpoints" / "last.ckpt", weights_only=False)
+    assert final["epoch"] == 3 and final["global_step"] == 4 * (64 // 16)
+    assert json.loads((output / "metrics.json").read_text())["epochs"] == 4
+
+
+def test_user_mistakes_exit_2_with_one_message(data_dir: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    override(monkeypatch, "fashion-mnist", system_dir=None)  # the machine's own copy must not be found
+    cases = [
+        (args(data_dir, tmp_path / "a", "data.nme=1"), "unknown config key 'data.nme'"),
+        (args(data_dir, tmp_path / "b", "data.batch_size=-3"), "must be positive"),
+        (args(data_dir, tmp_path / "c", "data.name=imagenet21k"), "unknown dataset"),
+        (args(tmp_path / "nowhere", tmp_path / "d"), "apt-get install dataset-fashion-mnist"),
+        (args(data_dir, tmp_path / "e", "--resume"), "no checkpoint"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_corrupt_and_mismatched_checkpoints_are_refused(data_dir: Path, tmp_path: Path, capsys) -> None:
+    output = tmp_path / "run"
+    assert main(args(data_dir, output, "trainer.max_epochs=1")) == 0
+    last = output / "checkpoints" / "last.ckpt"
+    good = last.read_bytes()
+    assert main(args(data_dir, output, "trainer.max_epochs=2", "model.width=0.25", "--resume")) == 2
+    assert "different model configuration" in capsys.readouterr().err
+    last.write_bytes(good[: len(good) // 3])
+    assert main(args(data_dir, output, "trainer.max_epochs=2", "--resume")) == 2
+    assert "corrupt or unreadable" in capsys.readouterr().err
+    assert main(args(data_dir, output, "trainer.max_epochs=2")) == 2
+    assert "already holds a run" in capsys.readouterr().err
