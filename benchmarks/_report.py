@@ -26,6 +26,7 @@ def header(title: str) -> str:
             f"- date: {datetime.date.today().isoformat()}",
             f"- machine: {device}, {torch.get_num_threads()} torch threads, Python {platform.python_version()}, torch {torch.__version__}",
             "",
+            "",
         ]
     )
 

@@ -6,6 +6,7 @@ continues from `last.ckpt` with the optimiser, schedules, teacher and epoch coun
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import time
@@ -15,7 +16,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader
 
@@ -162,7 +163,7 @@ def pretrain(config: Config, resume: bool = False) -> dict[str, Any]:
         sync_batchnorm=devices > 1 and _uses_gpu(config),  # PyTorch has no SyncBatchNorm on CPU
         precision=t.precision,  # type: ignore[arg-type]
         callbacks=[checkpoints],
-        logger=CSVLogger(output, name="logs", version=None),
+        logger=_loggers(output),
         plugins=[AtomicCheckpointIO()],
         log_every_n_steps=t.log_every_n_steps,
         enable_progress_bar=t.progress_bar,
@@ -205,6 +206,14 @@ def pretrain(config: Config, resume: bool = False) -> dict[str, Any]:
     )
     _write_json(output / "metrics.json", metrics)
     return metrics
+
+
+def _loggers(output: Path) -> list[Logger]:
+    """CSV (read back for the plots) and, when tensorboard is installed, TensorBoard."""
+    loggers: list[Logger] = [CSVLogger(output, name="logs")]
+    if importlib.util.find_spec("tensorboard") is not None:
+        loggers.append(TensorBoardLogger(output, name="tensorboard", default_hp_metric=False))
+    return loggers
 
 
 def _last_logged(trainer: L.Trainer, key: str) -> float | None:

@@ -19,6 +19,7 @@ import torch
 from conftest import mnist_like, override, write_idx_split
 
 from matrixssl.cli import main
+from matrixssl.losses import MatrixSSLLoss
 
 TINY = [
     "data.name=fashion-mnist",
@@ -108,3 +109,18 @@ def test_corrupt_and_mismatched_checkpoints_are_refused(data_dir: Path, tmp_path
     assert "corrupt or unreadable" in capsys.readouterr().err
     assert main(args(data_dir, output, "trainer.max_epochs=2")) == 2
     assert "already holds a run" in capsys.readouterr().err
+
+
+def test_non_finite_loss_stops_with_the_step_and_last_checkpoint(
+    data_dir: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    real_terms = MatrixSSLLoss.terms
+
+    def poisoned(self, *views):  # type: ignore[no-untyped-def]
+        terms = real_terms(self, *views)
+        return terms._replace(loss=terms.loss * float("nan"))
+
+    monkeypatch.setattr(MatrixSSLLoss, "terms", poisoned)
+    assert main(args(data_dir, tmp_path / "run", "trainer.max_epochs=1")) == 2
+    err = capsys.readouterr().err
+    assert "the loss became nan at step 0" in err and "last good checkpoint: none yet" in err
