@@ -28,14 +28,20 @@ def main() -> None:
     test_images, test_labels = test.as_tensors()
     rows = []
     raw = evaluate_features(
-        train_images.flatten(1).float() / 255, train_labels, test_images.flatten(1).float() / 255, test_labels, config.eval
+        train_images.flatten(1).float() / 255,
+        train_labels,
+        test_images.flatten(1).float() / 255,
+        test_labels,
+        config.eval,
     )
     rows.append(("raw pixels", raw))
     model = method_class(config.loss.method)(config, dataset_info(pretrain_set), steps_per_epoch=1)
     transform = model.views.eval_transform
     random_train = extract_features(model.backbone, labelled, transform)
     random_test = extract_features(model.backbone, test, transform)
-    rows.append(("untrained backbone (random weights)", evaluate_features(*random_train, *random_test, config.eval)))
+    rows.append(
+        ("untrained backbone (random weights)", evaluate_features(*random_train, *random_test, config.eval))
+    )
     lines = [
         f"Dataset {config.data.name}: probe trained on {len(labelled)} images, tested on {len(test)}; "
         f"backbone {config.model.backbone} width {config.model.width}, blocks/stage {config.model.blocks_per_stage}.",
