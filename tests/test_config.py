@@ -41,6 +41,7 @@ def test_round_trip_through_yaml(tmp_path: Path) -> None:
         ("max_epochs", "must look like key=value"),
         ("optim.optimizer=adam", "sgd or lars"),
         ("teacher.base_momentum=1.5", "momenta"),
+        ("data.crop_min_scale=1.5", r"must be in \(0, 1\]"),
     ],
 )
 def test_bad_values_give_one_clear_error(override: str, message: str) -> None:

@@ -28,6 +28,7 @@ class DataConfig:
     num_workers: int = 0
     image_size: int | None = None  # imagefolder: resize/crop size on load
     test_split: str = "test"  # split used for evaluation (imagefolder: a sub-folder name, e.g. val)
+    crop_min_scale: float | None = None  # smallest random-resized-crop area; None: the dataset's recipe
 
 
 @dataclass
@@ -197,6 +198,9 @@ def validate(config: Config) -> None:
         raise MatrixSSLError(
             "config key 'data.batch_size' must be at least 2: the losses use batch statistics"
         )
+    scale = config.data.crop_min_scale
+    if scale is not None and not 0 < scale <= 1:
+        raise MatrixSSLError(f"config key 'data.crop_min_scale' must be in (0, 1], got {scale}")
     if config.data.subset is not None and config.data.subset < 2:
         raise MatrixSSLError(f"config key 'data.subset' must be at least 2 images, got {config.data.subset}")
     if not 0 <= config.teacher.base_momentum <= config.teacher.final_momentum <= 1:

@@ -12,6 +12,7 @@ optimiser step the teacher moves towards the student by the scheduled momentum.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import lightning as L
@@ -57,9 +58,10 @@ class SSLMethod(L.LightningModule):
         self.config, self.info, self.steps_per_epoch = config, info, steps_per_epoch
         self.save_hyperparameters({"config": to_dict(config), "info": info.as_dict()})
         m = config.model
-        self.views = TwoViewAugmentation(
-            view_config_for(info.name, info.image_size, info.channels, info.mean, info.std)
-        )
+        recipe = view_config_for(info.name, info.image_size, info.channels, info.mean, info.std)
+        if config.data.crop_min_scale is not None:
+            recipe = dataclasses.replace(recipe, crop_scale=(config.data.crop_min_scale, 1.0))
+        self.views = TwoViewAugmentation(recipe)
         depth = {} if m.blocks_per_stage is None else {"blocks": (m.blocks_per_stage,) * 4}
         self.backbone = build_backbone(
             m.backbone,
