@@ -10,6 +10,7 @@ import csv
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -24,6 +25,14 @@ def _pyplot():  # noqa: ANN202
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(plt: Any, figure: Any, out: Path) -> Path:
+    figure.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    return out
 
 
 def read_epoch_curves(metrics_csv: Path) -> dict[str, list[tuple[int, float]]]:
@@ -58,11 +67,7 @@ def plot_training_curves(metrics_csv: Path, out: Path) -> Path:
         axis.set_title(title)
         axis.set_xlabel("epoch")
         axis.legend(fontsize=7)
-    figure.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=110)
-    plt.close(figure)
-    return out
+    return _save(plt, figure, out)
 
 
 def covariance_spectrum(features: Tensor) -> Tensor:
@@ -81,8 +86,4 @@ def plot_spectra(spectra: Mapping[str, Tensor], out: Path, title: str = "covaria
     axis.set_ylabel("normalised eigenvalue")
     axis.set_title(title)
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=110)
-    plt.close(figure)
-    return out
+    return _save(plt, figure, out)

@@ -54,6 +54,7 @@ _IDX_FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 _STL10_SIDE = 96
+_STL10_URL = "https://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz"
 _STL10_IMAGE_BYTES = 3 * _STL10_SIDE * _STL10_SIDE
 
 
@@ -513,16 +514,10 @@ def _load_cifar(
 ) -> ImageDataset:
     """CIFAR from the "python version" archive, extracted into ``root``."""
     _check_native_size(layout.name, 32, image_size)
-    folders = [root / layout.folder, root]
     names = layout.files[split]
-    found = next((f for f in folders if all((f / n).is_file() for n in names)), None)
-    if found is None:
-        refused = " (download=True is not available for it)" if download else ""
-        raise MatrixSSLError(
-            f"{layout.title} ({split} split) not found{refused}. Looked for {', '.join(names)} in: "
-            + ", ".join(str(f) for f in folders)
-            + f". To get it: download {layout.url} and extract it into {root} (tar xzf)."
-        )
+    found = _find_archive_folder(
+        layout.title, split, names, [root / layout.folder, root], layout.url, download
+    )
     batches = [_read_cifar_batch(found / n, layout.label_key) for n in names]
     images = torch.from_numpy(np.concatenate([b[0] for b in batches]))
     labels = torch.from_numpy(np.concatenate([b[1] for b in batches]))
@@ -552,6 +547,21 @@ def _stl10_labels(path: Path, count: int) -> np.ndarray:
     return labels
 
 
+def _find_archive_folder(
+    title: str, split: str, names: Sequence[str], folders: Sequence[Path], url: str, download: bool
+) -> Path:
+    """The first folder holding every file of a split, or one error naming the paths and the archive."""
+    found = next((f for f in folders if all((f / n).is_file() for n in names)), None)
+    if found is None:
+        refused = " (download=True is not available for it)" if download else ""
+        raise MatrixSSLError(
+            f"{title} ({split} split) not found{refused}. Looked for {', '.join(names)} in: "
+            + ", ".join(str(f) for f in folders)
+            + f". To get it: download {url} and extract it into {folders[-1]} (tar xzf)."
+        )
+    return found
+
+
 def _load_stl10(
     root: Path, split: str, *, download: bool, subset: int | None, image_size: int | None
 ) -> ImageDataset:
@@ -559,16 +569,7 @@ def _load_stl10(
     _check_native_size("stl10", _STL10_SIDE, image_size)
     parts = split.split("+")
     names = [f"{p}_X.bin" for p in parts] + [f"{p}_y.bin" for p in parts if p != "unlabeled"]
-    folders = [root / "stl10_binary", root]
-    found = next((f for f in folders if all((f / n).is_file() for n in names)), None)
-    if found is None:
-        refused = " (download=True is not available for it)" if download else ""
-        raise MatrixSSLError(
-            f"STL-10 ({split} split) not found{refused}. Looked for {', '.join(names)} in: "
-            + ", ".join(str(f) for f in folders)
-            + f". To get it: download https://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz and extract "
-            f"it into {root} (tar xzf)."
-        )
+    found = _find_archive_folder("STL-10", split, names, [root / "stl10_binary", root], _STL10_URL, download)
     files: list[tuple[Path, int]] = []
     labels: list[np.ndarray] = []
     remaining = subset
