@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 # The CPU build of torch is pinned and installed before the project, so pip never pulls a CUDA build.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= train,dev
+EXTRAS ?= train,lm,dev
 FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed

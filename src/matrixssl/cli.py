@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from matrixssl.errors import MatrixSSLError
+from matrixssl.lm.commands import add_lm_commands
 
 
 def _pretrain(args: argparse.Namespace) -> int:
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. trainer.max_epochs=5"
     )
     pretrain.set_defaults(run=_pretrain)
+    add_lm_commands(commands)
     return parser
 
 

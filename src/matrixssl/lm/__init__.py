@@ -1,5 +1,78 @@
 """Matrix cross-entropy for causal language-model fine-tuning (Hugging Face transformers).
 
-The loss needs only torch. Data, training and evaluation import transformers / reasoning-gym when first used
-(`pip install 'matrixssl[lm]'`), so importing this package stays light.
+The token-level matrix cross-entropy here is this project's own construction (the paper did not publish
+one); `matrixssl.lm.loss` documents it. The loss and the data need only torch (and reasoning-gym for the
+`gsm_symbolic` generator); training and evaluation helpers are imported on first use, and transformers only
+when a model is loaded or a Trainer is built (`pip install 'matrixssl[lm]'`).
+
+Typical use (e.g. from a benchmark script)::
+
+    from matrixssl import lm
+    model, tokenizer = lm.load_model_and_tokenizer("default")
+    train, test = lm.train_test_problems("arithmetic", n_train=1000, n_test=200, seed=0)
+    record = lm.finetune(model, tokenizer, train, lm.FinetuneConfig(loss="mce", steps=100, seed=0))
+    metrics = lm.evaluate_accuracy(model, tokenizer, test)
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from matrixssl.lm.data import (
+    SOURCES,
+    Problem,
+    answers_match,
+    extract_answer,
+    format_prompt,
+    format_target,
+    generate_problems,
+    load_problems,
+    overlap,
+    read_jsonl,
+    train_test_problems,
+    write_jsonl,
+)
+from matrixssl.lm.loss import LMLossTerms, MatrixCrossEntropyLMLoss, token_matrix_cross_entropy
+
+_LAZY = {
+    "FinetuneConfig": "matrixssl.lm.train",
+    "MatrixCrossEntropyTrainer": "matrixssl.lm.train",
+    "causal_lm_terms": "matrixssl.lm.train",
+    "encode_problems": "matrixssl.lm.train",
+    "finetune": "matrixssl.lm.train",
+    "finetune_with_trainer": "matrixssl.lm.train",
+    "load_model_and_tokenizer": "matrixssl.lm.train",
+    "make_loss": "matrixssl.lm.train",
+    "make_trainer": "matrixssl.lm.train",
+    "save_checkpoint": "matrixssl.lm.train",
+    "evaluate_accuracy": "matrixssl.lm.evaluate",
+    "generate_answers": "matrixssl.lm.evaluate",
+    "score": "matrixssl.lm.evaluate",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "SOURCES",
+    "LMLossTerms",
+    "MatrixCrossEntropyLMLoss",
+    "Problem",
+    "answers_match",
+    "extract_answer",
+    "format_prompt",
+    "format_target",
+    "generate_problems",
+    "load_problems",
+    "overlap",
+    "read_jsonl",
+    "token_matrix_cross_entropy",
+    "train_test_problems",
+    "write_jsonl",
+    *_LAZY,
+]

@@ -23,7 +23,10 @@ How it is computed (nothing of size d x d per position unless the exact path nee
   O(V·m²) per position, fine for small vocabularies, too slow for real ones). `top_k=k` keeps the k most probable
   tokens of q per position (q is not renormalised), so Q inside the logarithm is rank k plus ridge·I and m = k.
   Dropping tokens removes a PSD term from Q and the logarithm is operator monotone, so the truncated value is an
-  upper bound of the exact one that decreases to it as k grows. tr Q is always the exact 1 + ridge·d.
+  upper bound of the exact one that decreases to it as k grows. tr Q is always exact (1 + ridge·d, less the
+  probability of any all-zero embedding row).
+- Positions go in chunks; nothing of size positions x vocabulary is kept for the backward pass (the top-k
+  path rebuilds softmax per chunk there, the exact path recomputes each chunk), so memory stays bounded.
 
 The embedding matrix is a fixed metric here (detached): letting the loss move it would reward collapsing all
 embeddings onto each other, which makes every prediction look right. The gradient reaches the model through
@@ -33,6 +36,8 @@ the logits. Matrix functions run in float32 (float64 if the logits are float64),
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
@@ -48,7 +53,9 @@ DEFAULT_TOP_K = 32
 _CHUNK_ELEMENTS = 1 << 25
 
 
-def _check_inputs(logits: Tensor, labels: Tensor, embedding_weight: Tensor, ridge: float, top_k: int | None) -> None:
+def _check_inputs(
+    logits: Tensor, labels: Tensor, embedding_weight: Tensor, ridge: float, top_k: int | None
+) -> None:
     if logits.dim() < 1 or labels.shape != logits.shape[:-1]:
         raise ValueError(
             f"labels must have the shape of logits without its last (vocabulary) dimension, "
@@ -88,42 +95,96 @@ def _chunk_size(per_position: int, requested: int | None) -> int:
     return max(1, _CHUNK_ELEMENTS // max(per_position, 1))
 
 
+@contextmanager
+def _small_linalg_threads(device: torch.device) -> Iterator[None]:
+    """One CPU thread for batches of small LAPACK calls (eigh, QR), restored afterwards.
+
+    Multi-threaded MKL gains nothing on 32 x 32 matrices and, on a machine whose cores are busy with other
+    work, its thread barriers made a batched eigh ~1000x slower (11 s instead of 11 ms for 200 matrices).
+    """
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _log_term(probabilities: Tensor, r_factor: Tensor, z: Tensor, ridge: float) -> Tensor:
     """zᵀ log(R diag(q) Rᵀ + ridge·I) z per position; (N, k) q with (N or 1, m, k) R and (N, m) z."""
     m = r_factor.shape[-2]
     restricted = (r_factor * probabilities.unsqueeze(-2)) @ r_factor.transpose(-1, -2)
     restricted = restricted + ridge * torch.eye(m, dtype=restricted.dtype, device=restricted.device)
-    log_q = matrix_log(restricted)
+    with _small_linalg_threads(restricted.device):
+        log_q = matrix_log(restricted)
     return ((log_q @ z.unsqueeze(-1)).squeeze(-1) * z).sum(-1)
 
 
-def _chunk_values(
-    flat_logits: Tensor,
-    rows: Tensor,
-    kept: Tensor | None,
-    r_factor: Tensor,
-    z: Tensor,
-    outside_span: Tensor,
-    sq_norms: Tensor | None,
-    ridge: float,
-    ridge_trace: float,
-) -> Tensor:
-    """MCE values of one chunk of positions: tr Q - zᵀ log(Q_S) z - log(ridge)·(‖e_y‖² - ‖z‖²).
+def _rows(logits: Tensor, coordinates: Tensor) -> Tensor:
+    """Rows logits[i, j, ..., :] at the given (leading-dims, N) coordinates: a copy of those rows only."""
+    return logits[tuple(coordinates)]
 
-    `kept` None means every token (the exact path, R shared by all positions). `sq_norms` None means every
-    embedding row is unit, so tr Q = 1 + ridge·d without looking at q.
+
+class _KeptLogProbabilities(torch.autograd.Function):
+    """log q_i for a few token ids per position, q = softmax(logits), in chunks of positions.
+
+    Saves only the log-normalisers; the backward pass rebuilds softmax one chunk at a time and writes the
+    logits gradient directly, so no (positions x vocabulary) intermediate outlives its chunk.
     """
-    chunk = full_precision(flat_logits.index_select(0, rows)).to(r_factor.dtype)
-    if kept is None:
-        log_term = _log_term(chunk.softmax(-1), r_factor.unsqueeze(0), z, ridge)
-    else:
-        log_kept = chunk.gather(-1, kept) - chunk.logsumexp(-1, keepdim=True)
-        log_term = _log_term(log_kept.exp(), r_factor, z, ridge)
-    if sq_norms is None:
-        trace = torch.full_like(log_term, 1.0 + ridge_trace)
-    else:
-        trace = chunk.softmax(-1) @ sq_norms + ridge_trace
-    return trace - log_term - math.log(ridge) * outside_span
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        logits: Tensor,
+        coordinates: Tensor,
+        kept: Tensor,
+        step: int,
+        dtype: torch.dtype,
+    ) -> Tensor:
+        out = logits.new_empty(kept.shape, dtype=dtype)
+        log_normaliser = logits.new_empty(kept.shape[:1], dtype=dtype)
+        for start in range(0, kept.shape[0], step):
+            chunk = _rows(logits, coordinates[:, start : start + step]).to(dtype)
+            lse = chunk.logsumexp(-1)
+            out[start : start + step] = chunk.gather(-1, kept[start : start + step]) - lse.unsqueeze(-1)
+            log_normaliser[start : start + step] = lse
+        ctx.save_for_backward(logits, coordinates, kept, log_normaliser)
+        ctx.step = step  # type: ignore[attr-defined]
+        return out
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        logits, coordinates, kept, log_normaliser = ctx.saved_tensors  # type: ignore[attr-defined]
+        step: int = ctx.step  # type: ignore[attr-defined]
+        grad = torch.zeros_like(logits)
+        for start in range(0, kept.shape[0], step):
+            where = coordinates[:, start : start + step]
+            g_out = grad_out[start : start + step]
+            chunk = _rows(logits, where).to(g_out.dtype)
+            softmax = (chunk - log_normaliser[start : start + step].unsqueeze(-1)).exp()
+            # d log q_i / d logit_j = [i = j] - q_j
+            g = softmax.mul_(-g_out.sum(-1, keepdim=True)).scatter_add_(-1, kept[start : start + step], g_out)
+            grad[tuple(where)] = g.to(grad.dtype)
+        return grad, None, None, None, None
+
+
+def _kept_log_probabilities(
+    logits: Tensor, coordinates: Tensor, kept: Tensor, step: int, dtype: torch.dtype
+) -> Tensor:
+    out = _KeptLogProbabilities.apply(logits, coordinates, kept, step, dtype)
+    assert isinstance(out, Tensor)
+    return out
+
+
+def _exact_chunk(
+    logits: Tensor, coordinates: Tensor, r_factor: Tensor, z: Tensor, zero_rows: Tensor, ridge: float
+) -> tuple[Tensor, Tensor]:
+    """zᵀ log(Q_S) z and the probability mass on all-zero embedding rows, for one chunk of the exact path."""
+    probabilities = full_precision(_rows(logits, coordinates)).to(r_factor.dtype).softmax(-1)
+    return _log_term(probabilities, r_factor.unsqueeze(0), z, ridge), probabilities[:, zero_rows].sum(-1)
 
 
 def token_matrix_cross_entropy(
@@ -140,72 +201,135 @@ def token_matrix_cross_entropy(
     This token-level construction is the project's own reading of the Matrix-SSL paper (which did not publish
     one); the module docstring gives the derivation. `logits` (..., V) predict `labels` (...) at the same
     index (shift them before calling for a causal LM); `embedding_weight` (V, d) is the output embedding
-    (detached, rows normalised here). Returns a 1-D tensor with one value per supervised position, in row-major
-    order. `top_k=None` is exact; `top_k=k` keeps the k most probable tokens per position (an upper bound that
-    tightens as k grows). Positions are processed in chunks of `chunk_size` (default: sized to ~128 MB) and each
-    chunk is recomputed in the backward pass, so memory stays bounded for long sequences and large vocabularies.
+    (detached; rows are normalised here, an all-zero row stays zero). Returns a 1-D tensor with one value per
+    supervised position, in row-major order. `top_k=None` is exact; `top_k=k` keeps the k most probable tokens
+    per position (an upper bound that tightens as k grows). Positions are processed in chunks of `chunk_size`
+    (default: sized to ~128 MB of intermediates) so memory stays bounded for long sequences and large
+    vocabularies: nothing of size positions x vocabulary is kept for the backward pass beyond the logits.
     """
     _check_inputs(logits, labels, embedding_weight, ridge, top_k)
     vocabulary, dim = embedding_weight.shape
-    flat_logits = logits.reshape(-1, vocabulary)
+    labels = labels.to(logits.device)
     positions = _supervised_positions(labels, ignore_index, vocabulary)
     dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    device = logits.device
-    with torch.autocast(device_type=device.type, enabled=False):
-        embeddings = F.normalize(embedding_weight.detach().to(device=device, dtype=dtype), dim=-1)
-        sq_norms = embeddings.square().sum(-1)
-        all_unit = bool((sq_norms > 0.5).all())
-        targets = labels.reshape(-1).index_select(0, positions)
-        shared_r = None
+    if positions.numel() == 0:
+        return logits.new_zeros(0, dtype=dtype)
+    # Index rows in place: reshaping a shifted (non-contiguous) logits tensor would copy all of it.
+    coordinates = torch.stack(torch.unravel_index(positions, tuple(logits.shape[:-1])))
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        weight = embedding_weight.detach().to(device=logits.device, dtype=dtype)
+        norms = torch.linalg.vector_norm(weight, dim=-1)
+        inverse_norms = torch.where(norms > 0, 1.0 / norms, torch.zeros_like(norms))
+        zero_rows = (norms == 0).nonzero().squeeze(-1)
+        targets = labels.reshape(-1)[positions]
+        target_sq_norm = (norms[targets] > 0).to(dtype)
         if top_k is None:
-            shared_r = _shared_basis(embeddings)
-            m = shared_r.shape[0]
-            per_position = 2 * vocabulary + m + 4 * m * m
+            values = _exact_path(
+                logits,
+                coordinates,
+                targets,
+                weight * inverse_norms.unsqueeze(-1),
+                zero_rows,
+                ridge,
+                chunk_size,
+            )
         else:
-            k = min(top_k, vocabulary)
-            per_position = 2 * vocabulary + 3 * k * dim + 4 * min(k, dim) ** 2
-        step = _chunk_size(per_position, chunk_size)
-        needs_grad = torch.is_grad_enabled() and logits.requires_grad
-        values = []
-        for start in range(0, positions.numel(), step):
-            rows = positions[start : start + step]
-            chunk_targets = targets[start : start + step]
-            kept: Tensor | None
-            if shared_r is not None:
-                kept, r_factor, z = None, shared_r, shared_r.index_select(1, chunk_targets).T
-            else:
-                kept, r_factor, z = _top_k_geometry(flat_logits, rows, chunk_targets, embeddings, k)
-            outside_span = (sq_norms.index_select(0, chunk_targets) - z.square().sum(-1)).clamp_min(0)
-            args = (flat_logits, rows, kept, r_factor, z, outside_span, None if all_unit else sq_norms)
-            if needs_grad:
-                # Recompute the chunk in backward: only its inputs are kept, so memory stays one chunk deep.
-                chunk_values = checkpoint(_chunk_values, *args, ridge, ridge * dim, use_reentrant=False)
-            else:
-                chunk_values = _chunk_values(*args, ridge, ridge * dim)
-            assert isinstance(chunk_values, Tensor)
-            values.append(chunk_values)
-        if not values:
-            return flat_logits.new_zeros(0, dtype=dtype)
-        return torch.cat(values)
+            values = _top_k_path(
+                logits,
+                coordinates,
+                targets,
+                weight,
+                inverse_norms,
+                zero_rows,
+                ridge,
+                top_k,
+                chunk_size,
+                dtype,
+            )
+        log_term, zero_mass, z_sq_norm = values
+        # tr Q = Σ_i q_i ‖e_i‖² + ridge·d = 1 - (mass on zero rows) + ridge·d
+        trace = 1.0 - zero_mass + ridge * dim
+        outside_span = (target_sq_norm - z_sq_norm).clamp_min(0)
+        return trace - log_term - math.log(ridge) * outside_span
 
 
-def _shared_basis(embeddings: Tensor) -> Tensor:
-    """R with Eᵀ = Ψ R, (min(V, d), V); its column y is z = Ψᵀ e_y. Ψ = I (R = Eᵀ) when V > d."""
+def _exact_path(
+    logits: Tensor,
+    coordinates: Tensor,
+    targets: Tensor,
+    embeddings: Tensor,
+    zero_rows: Tensor,
+    ridge: float,
+    chunk_size: int | None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Every token kept: R (m x V, m = min(V, d)) shared by all positions, each chunk recomputed in backward."""
     vocabulary, dim = embeddings.shape
     if vocabulary > dim:
-        return embeddings.T.contiguous()
-    return torch.linalg.qr(embeddings.T, mode="reduced")[1]
+        r_factor = embeddings.T.contiguous()  # Ψ = I
+    else:
+        r_factor = torch.linalg.qr(embeddings.T, mode="reduced")[1]
+    m = r_factor.shape[0]
+    step = _chunk_size(2 * vocabulary + m * vocabulary + 4 * m * m, chunk_size)
+    needs_grad = torch.is_grad_enabled() and logits.requires_grad
+    log_terms, zero_masses = [], []
+    for start in range(0, targets.numel(), step):
+        where = coordinates[:, start : start + step]
+        z = r_factor[:, targets[start : start + step]].T
+        if needs_grad:
+            # Only the chunk's inputs are kept for backward, so memory stays one chunk deep.
+            out = checkpoint(_exact_chunk, logits, where, r_factor, z, zero_rows, ridge, use_reentrant=False)
+        else:
+            out = _exact_chunk(logits, where, r_factor, z, zero_rows, ridge)
+        log_terms.append(out[0])
+        zero_masses.append(out[1])
+    z_sq_norm = r_factor[:, targets].square().sum(0)
+    return torch.cat(log_terms), torch.cat(zero_masses), z_sq_norm
 
 
-@torch.no_grad()
-def _top_k_geometry(
-    flat_logits: Tensor, rows: Tensor, targets: Tensor, embeddings: Tensor, k: int
+def _top_k_path(
+    logits: Tensor,
+    coordinates: Tensor,
+    targets: Tensor,
+    weight: Tensor,
+    inverse_norms: Tensor,
+    zero_rows: Tensor,
+    ridge: float,
+    top_k: int,
+    chunk_size: int | None,
+    dtype: torch.dtype,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Kept token ids (N, k), R (N, m, k) with E_keptᵀ = Ψ R, and z = Ψᵀ e_y (N, m); no gradient needed."""
-    kept = flat_logits.index_select(0, rows).topk(k, dim=-1).indices
-    basis, r_factor = torch.linalg.qr(embeddings[kept].transpose(-1, -2), mode="reduced")
-    z = (basis.transpose(-1, -2) @ embeddings.index_select(0, targets).unsqueeze(-1)).squeeze(-1)
-    return kept, r_factor, z
+    """k most probable tokens per position: a QR of its k embeddings, then one k x k log per position."""
+    vocabulary, dim = weight.shape
+    k = min(top_k, vocabulary)
+    m = min(k, dim)
+    step = _chunk_size(2 * vocabulary + 3 * k * dim + 6 * m * m, chunk_size)
+    count = targets.numel()
+    with torch.no_grad():
+        kept = torch.cat(
+            [
+                _rows(logits, coordinates[:, s : s + step]).topk(k, dim=-1).indices
+                for s in range(0, count, step)
+            ]
+        )
+    log_kept = _kept_log_probabilities(logits, coordinates, kept, step, dtype)
+    log_terms, z_sq_norms = [], []
+    for start in range(0, count, step):
+        chunk_kept = kept[start : start + step]
+        with torch.no_grad():
+            kept_embeddings = weight[chunk_kept] * inverse_norms[chunk_kept].unsqueeze(-1)
+            with _small_linalg_threads(weight.device):
+                basis, r_factor = torch.linalg.qr(kept_embeddings.transpose(-1, -2), mode="reduced")
+            chunk_targets = targets[start : start + step]
+            target_embeddings = weight[chunk_targets] * inverse_norms[chunk_targets].unsqueeze(-1)
+            z = (basis.transpose(-1, -2) @ target_embeddings.unsqueeze(-1)).squeeze(-1)
+        log_terms.append(_log_term(log_kept[start : start + step].exp(), r_factor, z, ridge))
+        z_sq_norms.append(z.square().sum(-1))
+    if zero_rows.numel() > 0:
+        ids = zero_rows.unsqueeze(0).expand(count, -1)
+        zero_mass = _kept_log_probabilities(logits, coordinates, ids, step, dtype).exp().sum(-1)
+    else:
+        zero_mass = log_kept.new_zeros(count)
+    return torch.cat(log_terms), zero_mass, torch.cat(z_sq_norms)
 
 
 class LMLossTerms(NamedTuple):
