@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,15 @@ def random_spd(d: int, seed: int, floor: float = 0.1) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     a = torch.randn(d, d, generator=generator, dtype=torch.float64)
     return a @ a.T / d + floor * torch.eye(d, dtype=torch.float64)
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Tiny tensors: threads only add synchronisation, very costly when other work shares the 2 cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,6 @@ chunking, and the CE + gamma·MCE module."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -12,14 +11,7 @@ import torch.nn.functional as F
 
 from matrixssl.lm.loss import MatrixCrossEntropyLMLoss, token_matrix_cross_entropy
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: threads only add synchronisation (very costly when other work shares the cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def reference_mce(
