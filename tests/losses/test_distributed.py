@@ -15,7 +15,16 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from matrixssl.losses import MatrixSSLLoss, MECLoss, TCRLoss
+from matrixssl.losses import (
+    BarlowTwinsLoss,
+    BYOLLoss,
+    MatrixSSLLoss,
+    MECLoss,
+    NTXentLoss,
+    SimSiamLoss,
+    TCRLoss,
+    VICRegLoss,
+)
 
 WORLD = 2
 BATCH, IN_DIM, OUT_DIM = 16, 6, 10
@@ -27,7 +36,16 @@ def make_losses(gather: bool) -> dict[str, nn.Module]:
         "matrix_ssl_paper": MatrixSSLLoss(None, 1.0, 1.0, None, True, gather),
         "mec": MECLoss(eps_squared=8.0, gather_distributed=gather),
         "tcr": TCRLoss(gather_distributed=gather),
+        "simclr": NTXentLoss(gather_distributed=gather),
+        "byol": BYOLLoss(gather_distributed=gather),
+        "simsiam": SimSiamLoss(gather_distributed=gather),
+        "barlow_twins": BarlowTwinsLoss(gather_distributed=gather),
+        "vicreg": VICRegLoss(gather_distributed=gather),
     }
+
+
+ONE_VIEW = {"tcr"}  # loss(z), summed over the views
+TWO_VIEWS = {"simclr", "barlow_twins", "vicreg"}  # loss(z_1, z_2): no separate targets
 
 
 def setup() -> tuple[nn.Module, nn.Module, list[torch.Tensor]]:
@@ -41,7 +59,9 @@ def evaluate(name: str, loss_fn: nn.Module, model: nn.Module, target: nn.Module,
     o1, o2 = model(x1), model(x2)
     with torch.no_grad():
         t1, t2 = target(x1), target(x2)
-    return loss_fn(o1) + loss_fn(o2) if name == "tcr" else loss_fn(o1, o2, t1, t2)
+    if name in ONE_VIEW:
+        return loss_fn(o1) + loss_fn(o2)
+    return loss_fn(o1, o2) if name in TWO_VIEWS else loss_fn(o1, o2, t1, t2)
 
 
 def worker(rank: int, init_file: str, out_dir: str) -> None:

@@ -1,5 +1,7 @@
-"""Drop-in loss modules: Matrix-SSL (uniformity + alignment), MEC and TCR."""
+"""Drop-in loss modules: Matrix-SSL (uniformity + alignment), MEC, TCR and the classic baselines."""
 
+from matrixssl.losses.barlow_twins import BarlowTwinsLoss
+from matrixssl.losses.byol import BYOLLoss
 from matrixssl.losses.matrix_ssl import (
     MatrixAlignmentLoss,
     MatrixSSLLoss,
@@ -7,14 +9,23 @@ from matrixssl.losses.matrix_ssl import (
     MatrixUniformityLoss,
 )
 from matrixssl.losses.mec import MECLoss
+from matrixssl.losses.simclr import NTXentLoss
+from matrixssl.losses.simsiam import SimSiamLoss
 from matrixssl.losses.tcr import TCRLoss, total_coding_rate
+from matrixssl.losses.vicreg import VICRegLoss, VICRegTerms
 
 __all__ = [
+    "BYOLLoss",
+    "BarlowTwinsLoss",
     "MECLoss",
     "MatrixAlignmentLoss",
     "MatrixSSLLoss",
     "MatrixSSLTerms",
     "MatrixUniformityLoss",
+    "NTXentLoss",
+    "SimSiamLoss",
     "TCRLoss",
+    "VICRegLoss",
+    "VICRegTerms",
     "total_coding_rate",
 ]

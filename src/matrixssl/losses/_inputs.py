@@ -31,9 +31,14 @@ def check_embeddings(**named: Tensor) -> None:
             )
 
 
-def prepare(z: Tensor, *, gather_distributed: bool, detach: bool = False) -> Tensor:
-    """Full precision, rows L2-normalised, gathered over ranks when asked (then detached if a target)."""
-    z = F.normalize(full_precision(z), dim=1)
+def prepare(z: Tensor, *, gather_distributed: bool, detach: bool = False, normalize: bool = True) -> Tensor:
+    """Full precision, rows L2-normalised, gathered over ranks when asked (then detached if a target).
+
+    `normalize=False` keeps the raw scale, for losses defined on it (Barlow Twins, VICReg).
+    """
+    z = full_precision(z)
+    if normalize:
+        z = F.normalize(z, dim=1)
     if gather_distributed:
         z = gather(z)
     return z.detach() if detach else z

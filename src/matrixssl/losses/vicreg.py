@@ -1,0 +1,91 @@
+"""VICReg (Bardes, Ponce & LeCun, "Variance-Invariance-Covariance Regularization", ICLR 2022).
+
+For the two views' embeddings z₁, z₂ (B x d, raw scale, no L2 normalisation):
+
+    invariance  s = (1 / Bd) Σ ‖z₁ - z₂‖²                              (mean squared error)
+    variance    v = ½ Σ_views (1/d) Σ_j max(0, 1 - sqrt(Var(z_·j) + 1e-4))   (unbiased variance)
+    covariance  c = Σ_views (1/d) Σ_{i ≠ j} Cov(z)_ij²,  Cov(z) = (z - z̄)ᵀ(z - z̄) / (B - 1)
+    loss        L = 25·s + 25·v + 1·c
+
+The variance hinge keeps every dimension spread (std >= 1), the covariance term decorrelates dimensions. With
+`gather_distributed=True` all three terms use the global batch, as the official code does.
+
+Usage::
+
+    loss_fn = VICRegLoss()
+    loss = loss_fn(projection_1, projection_2)
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from matrixssl.functional import centred
+from matrixssl.losses._inputs import check_embeddings, prepare
+
+VARIANCE_EPS = 1e-4
+
+
+class VICRegTerms(NamedTuple):
+    """The weighted loss and its three unweighted terms, for logging."""
+
+    loss: Tensor
+    invariance: Tensor
+    variance: Tensor
+    covariance: Tensor
+
+
+def _variance_and_covariance(z: Tensor) -> tuple[Tensor, Tensor]:
+    batch, dim = z.shape
+    z = centred(z)
+    std = torch.sqrt(z.square().sum(0) / (batch - 1) + VARIANCE_EPS)
+    cov = z.T @ z / (batch - 1)
+    off_diagonal = cov.square().sum() - torch.diagonal(cov).square().sum()
+    return F.relu(1 - std).mean(), off_diagonal / dim
+
+
+class VICRegLoss(nn.Module):
+    """25·invariance + 25·variance + 1·covariance (the paper's weights λ, μ, ν)."""
+
+    def __init__(
+        self,
+        invariance_weight: float = 25.0,
+        variance_weight: float = 25.0,
+        covariance_weight: float = 1.0,
+        gather_distributed: bool = False,
+    ) -> None:
+        super().__init__()
+        weights = {
+            "invariance_weight": invariance_weight,
+            "variance_weight": variance_weight,
+            "covariance_weight": covariance_weight,
+        }
+        for name, value in weights.items():
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        self.invariance_weight, self.variance_weight, self.covariance_weight = weights.values()
+        self.gather_distributed = gather_distributed
+
+    def terms(self, z_1: Tensor, z_2: Tensor) -> VICRegTerms:
+        check_embeddings(z_1=z_1, z_2=z_2)
+        with torch.autocast(device_type=z_1.device.type, enabled=False):
+            a, b = (
+                prepare(z, gather_distributed=self.gather_distributed, normalize=False) for z in (z_1, z_2)
+            )
+            invariance = F.mse_loss(a, b)
+            (variance_a, covariance_a), (variance_b, covariance_b) = map(_variance_and_covariance, (a, b))
+            variance = 0.5 * (variance_a + variance_b)
+            covariance = covariance_a + covariance_b
+            loss = (
+                self.invariance_weight * invariance
+                + self.variance_weight * variance
+                + self.covariance_weight * covariance
+            )
+        return VICRegTerms(loss, invariance, variance, covariance)
+
+    def forward(self, z_1: Tensor, z_2: Tensor) -> Tensor:
+        return self.terms(z_1, z_2).loss
