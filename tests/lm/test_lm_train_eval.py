@@ -41,6 +41,7 @@ from matrixssl.lm.train import (  # noqa: E402
     load_model_and_tokenizer,
     make_loss,
     make_trainer,
+    trainable_parameters,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -193,6 +194,54 @@ def test_trainer_compute_loss(tmp_path: Path, tokenizer: Any, problems: list[Pro
     assert type(trainer).__name__ == "MatrixCrossEntropyTrainer"
 
 
+def test_train_top_layers_selects_the_last_blocks_and_the_final_norm(tokenizer: Any) -> None:
+    llama = tiny_llama(tokenizer)
+    selected = trainable_parameters(llama, 1)
+    names = {name for name, p in llama.named_parameters() if p.requires_grad}
+    assert names == {n for n, _ in llama.named_parameters() if n.startswith("model.layers.1.")} | {
+        "model.norm.weight"
+    }
+    assert len(names) == 10  # 7 linear weights + 2 norms in a Llama block, then the final norm
+    assert sum(p.numel() for p in selected) == sum(p.numel() for p in llama.model.layers[1].parameters()) + 32
+    # the whole stack is allowed; the tied embedding / LM head stays frozen even then
+    trainable_parameters(llama, 2)
+    assert (
+        not llama.model.embed_tokens.weight.requires_grad
+        and llama.model.layers[0].mlp.up_proj.weight.requires_grad
+    )
+    gpt2 = tiny_gpt2(tokenizer)
+    selected_ids = {id(p) for p in trainable_parameters(gpt2, 1)}
+    names = {name for name, p in gpt2.named_parameters() if id(p) in selected_ids}
+    assert names == {n for n, _ in gpt2.named_parameters() if n.startswith("transformer.h.1.")} | {
+        "transformer.ln_f.weight",
+        "transformer.ln_f.bias",
+    }
+    config = tiny_llama(tokenizer).config
+    config.tie_word_embeddings = False
+    untied = LlamaForCausalLM(config)
+    trainable_parameters(untied, 1)
+    assert not untied.lm_head.weight.requires_grad and untied.model.norm.weight.requires_grad
+    # None keeps the caller's own choice
+    own = LlamaForCausalLM(config)
+    own.model.layers[0].requires_grad_(False)
+    assert len(trainable_parameters(own, None)) == len(list(own.parameters())) - 9 == 12
+    with pytest.raises(MatrixSSLError, match="between 1 and 2"):
+        trainable_parameters(llama, 3)
+    with pytest.raises(MatrixSSLError, match="train_top_layers"):
+        FinetuneConfig(train_top_layers=0).validate()
+
+
+def test_finetune_top_layers_leaves_the_rest_unchanged(tokenizer: Any, problems: list[Problem]) -> None:
+    model = tiny_llama(tokenizer)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    config = FinetuneConfig(loss="mce", steps=2, batch_size=4, lr=1e-2, top_k=8, train_top_layers=1)
+    record = finetune(model, tokenizer, problems[:8], config)
+    assert record["config"]["train_top_layers"] == 1
+    for name, parameter in model.named_parameters():
+        trained = name.startswith("model.layers.1.") or name == "model.norm.weight"
+        assert torch.equal(parameter, before[name]) != trained, name
+
+
 def test_score_counts_exact_matches() -> None:
     problems = [Problem("q1", "#### 34", "34"), Problem("q2", "#### 7", "7"), Problem("q3", "#### -2", "-2")]
     result = score(["10 + 24 = 34\n#### 34", "The answer is 7.0", "#### 2"], problems)
@@ -257,6 +306,23 @@ def test_cli_finetune_with_trainer(tmp_path: Path, saved_model: Path) -> None:
     argv = ["lm-finetune", "--model", str(saved_model), "--n-train", "8", "--loss", "ce", "--steps", "2"]
     assert run_command([*argv, "--batch-size", "4", "--trainer", "--output-dir", str(tmp_path)]) == 0
     assert (tmp_path / "checkpoint" / "config.json").is_file()
+
+
+def test_cli_trainer_with_top_layers(tmp_path: Path, saved_model: Path) -> None:
+    argv = ["lm-finetune", "--model", str(saved_model), "--n-train", "8", "--steps", "2", "--lr", "1e-2"]
+    argv += ["--top-k", "8", "--batch-size", "4", "--train-top-layers", "1", "--trainer"]
+    assert run_command([*argv, "--output-dir", str(tmp_path)]) == 0
+    base, _ = load_model_and_tokenizer(saved_model)
+    tuned, _ = load_model_and_tokenizer(tmp_path / "checkpoint")
+    changed = {
+        name
+        for (name, a), (_, b) in zip(base.named_parameters(), tuned.named_parameters())
+        if not torch.equal(a, b)
+    }
+    assert changed == {n for n, _ in base.named_parameters() if n.startswith("model.layers.1.")} | {
+        "model.norm.weight"
+    }
+    assert json.loads((tmp_path / "train_metrics.json").read_text())["config"]["train_top_layers"] == 1
 
 
 def test_cli_user_mistakes(tmp_path: Path, saved_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:

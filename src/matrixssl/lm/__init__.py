@@ -46,6 +46,7 @@ _LAZY = {
     "make_loss": "matrixssl.lm.train",
     "make_trainer": "matrixssl.lm.train",
     "save_checkpoint": "matrixssl.lm.train",
+    "trainable_parameters": "matrixssl.lm.train",
     "evaluate_accuracy": "matrixssl.lm.evaluate",
     "generate_answers": "matrixssl.lm.evaluate",
     "score": "matrixssl.lm.evaluate",

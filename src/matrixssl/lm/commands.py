@@ -93,6 +93,12 @@ def add_lm_commands(subparsers: Any) -> None:
         "--grad-accum", type=int, default=1, help="micro-batches per step (default: %(default)s)"
     )
     finetune.add_argument("--lr", type=float, default=5e-5, help="AdamW learning rate (default: %(default)s)")
+    finetune.add_argument(
+        "--train-top-layers",
+        type=int,
+        metavar="N",
+        help="train only the last N decoder blocks and the final norm (default: every parameter)",
+    )
     finetune.add_argument("--weight-decay", type=float, default=0.0)
     finetune.add_argument(
         "--warmup-steps", type=int, default=0, help="linear warm-up, then linear decay to 0"
@@ -163,6 +169,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         seed=args.seed,
         precision=args.precision,
         save_every=args.save_every,
+        train_top_layers=args.train_top_layers,
     )
     config.validate()
     problems = load_problems(args.data, args.n_train, args.seed, "train", args.source)

@@ -175,6 +175,8 @@ class FinetuneConfig:
     seed: int = 0
     precision: Precision = "auto"
     save_every: int = 0
+    # None: every parameter that requires grad; k: only the last k decoder blocks and the final norm.
+    train_top_layers: int | None = None
 
     def validate(self) -> None:
         if self.loss not in ("ce", "mce"):
@@ -196,6 +198,9 @@ class FinetuneConfig:
             raise MatrixSSLError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
         if self.warmup_steps < 0 or self.save_every < 0:
             raise MatrixSSLError("warmup_steps and save_every must be >= 0")
+        top = self.train_top_layers
+        if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 1):
+            raise MatrixSSLError(f"train_top_layers must be a positive integer or None (all), got {top!r}")
 
 
 def make_loss(config: FinetuneConfig) -> MatrixCrossEntropyLMLoss:
@@ -216,6 +221,37 @@ def output_embedding_weight(model: nn.Module) -> Tensor:
             "the model has no output embedding (get_output_embeddings().weight); is it a causal LM?"
         )
     return weight
+
+
+def _decoder_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The stack of transformer blocks: the nn.ModuleList holding the most parameters, with its name."""
+    stacks = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m)]
+    if not stacks:
+        raise MatrixSSLError("found no stack of decoder blocks (an nn.ModuleList) to train the top layers of")
+    return max(stacks, key=lambda item: sum(p.numel() for p in item[1].parameters()))
+
+
+def trainable_parameters(model: nn.Module, top_layers: int | None = None) -> list[nn.Parameter]:
+    """The parameters fine-tuning updates.
+
+    `None`: those that require grad (a caller may have frozen some). `k`: only the last k decoder blocks and
+    what the model registers after the stack (the final norm); embeddings and the LM head stay frozen, so the
+    backward pass stops at block L - k. On a CPU this is the cheap way to fine-tune: the lower blocks' backward
+    and the optimizer state of the (V x d) embedding are most of a full step.
+    """
+    if top_layers is None:
+        return [p for p in model.parameters() if p.requires_grad]
+    prefix, blocks = _decoder_blocks(model)
+    if not 1 <= top_layers <= len(blocks):
+        raise MatrixSSLError(f"train_top_layers must be between 1 and {len(blocks)} (the model's blocks)")
+    top = {id(p) for block in blocks[len(blocks) - top_layers :] for p in block.parameters()}
+    head = output_embedding_weight(model)
+    named = list(model.named_parameters())
+    last_block = max(i for i, (name, _) in enumerate(named) if name.startswith(prefix + "."))
+    chosen = top | {id(p) for _, p in named[last_block + 1 :] if p is not head}
+    for _, parameter in named:
+        parameter.requires_grad_(id(parameter) in chosen)
+    return [p for _, p in named if p.requires_grad]
 
 
 def causal_lm_terms(
@@ -270,7 +306,7 @@ def finetune(
     examples = encode_problems(tokenizer, problems, config.max_length)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     loss_fn = make_loss(config)
-    parameters = [p for p in model.parameters() if p.requires_grad]
+    parameters = trainable_parameters(model, config.train_top_layers)
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: _lr_factor(step, config.warmup_steps, config.steps)
@@ -386,6 +422,7 @@ def make_trainer(
     from transformers import TrainingArguments
 
     config.validate()
+    trainable_parameters(model, config.train_top_layers)  # the Trainer optimises what requires grad
     device = next(model.parameters()).device
     bf16 = config.precision == "bf16" or (
         config.precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
