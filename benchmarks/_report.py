@@ -1,34 +1,14 @@
-"""Shared header for benchmark tables: machine, versions, date and the exact command."""
+"""Shared header and output folder for benchmark tables (the header lives in the package, for `matrixssl bench`)."""
 
 from __future__ import annotations
 
-import datetime
-import platform
-import sys
 from pathlib import Path
 
-import torch
+from matrixssl.bench import machine_header as header
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
-
-def header(title: str) -> str:
-    device = (
-        torch.cuda.get_device_name()
-        if torch.cuda.is_available()
-        else f"CPU ({platform.processor() or platform.machine()})"
-    )
-    return "\n".join(
-        [
-            f"# {title}",
-            "",
-            f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}`",
-            f"- date: {datetime.date.today().isoformat()}",
-            f"- machine: {device}, {torch.get_num_threads()} torch threads, Python {platform.python_version()}, torch {torch.__version__}",
-            "",
-            "",
-        ]
-    )
+__all__ = ["RESULTS", "header", "write"]
 
 
 def write(name: str, text: str) -> Path:

@@ -10,38 +10,17 @@ from __future__ import annotations
 
 import sys
 
-import torch
 from _report import header, write
 
 from matrixssl.config import load_config
-from matrixssl.eval.features import extract_features
-from matrixssl.eval.report import evaluate_features
-from matrixssl.methods import method_class
-from matrixssl.train import dataset_info, load_splits
+from matrixssl.eval.baselines import reference_baselines
+from matrixssl.train import load_splits
 
 
 def main() -> None:
     config = load_config(None, sys.argv[1:])
-    torch.manual_seed(config.trainer.seed)
-    pretrain_set, labelled, test = load_splits(config)
-    train_images, train_labels = labelled.as_tensors()
-    test_images, test_labels = test.as_tensors()
-    rows = []
-    raw = evaluate_features(
-        train_images.flatten(1).float() / 255,
-        train_labels,
-        test_images.flatten(1).float() / 255,
-        test_labels,
-        config.eval,
-    )
-    rows.append(("raw pixels", raw))
-    model = method_class(config.loss.method)(config, dataset_info(pretrain_set), steps_per_epoch=1)
-    transform = model.views.eval_transform
-    random_train = extract_features(model.backbone, labelled, transform)
-    random_test = extract_features(model.backbone, test, transform)
-    rows.append(
-        ("untrained backbone (random weights)", evaluate_features(*random_train, *random_test, config.eval))
-    )
+    rows = reference_baselines(config)
+    _, labelled, test = load_splits(config)
     lines = [
         f"Dataset {config.data.name}: probe trained on {len(labelled)} images, tested on {len(test)}; "
         f"backbone {config.model.backbone} width {config.model.width}, blocks/stage {config.model.blocks_per_stage}.",
@@ -49,7 +28,7 @@ def main() -> None:
         "| features | dim | linear top-1 (%) | kNN top-1 (%) | effective rank |",
         "|---|---|---|---|---|",
     ]
-    for name, report in rows:
+    for name, report in rows.items():
         lines.append(
             f"| {name} | {report['feature_dim']} | {report['linear_top1']:.2f} | {report['knn_top1']:.2f} | "
             f"{report['feature_effective_rank']:.1f} |"

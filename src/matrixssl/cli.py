@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from matrixssl.bench import add_bench_command
 from matrixssl.errors import MatrixSSLError
 from matrixssl.lm.commands import add_lm_commands
 
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. trainer.max_epochs=5"
     )
     pretrain.set_defaults(run=_pretrain)
+    add_bench_command(commands)
     add_lm_commands(commands)
     return parser
 

@@ -183,13 +183,10 @@ def pretrain(config: Config, resume: bool = False) -> dict[str, Any]:
     )
     metrics = evaluate_features(train_features, train_labels, test_features, test_labels, config.eval)
     logs = Path(trainer.logger.log_dir) if trainer.logger and trainer.logger.log_dir else output
+    spectrum = covariance_spectrum(train_features)
     plots = {
         "training_curves": str(plot_training_curves(logs / "metrics.csv", output / "plots" / "training.png")),
-        "spectrum": str(
-            plot_spectra(
-                {"backbone features": covariance_spectrum(train_features)}, output / "plots" / "spectrum.png"
-            )
-        ),
+        "spectrum": str(plot_spectra({"backbone features": spectrum}, output / "plots" / "spectrum.png")),
     }
     metrics.update(
         {
@@ -202,6 +199,7 @@ def pretrain(config: Config, resume: bool = False) -> dict[str, Any]:
             "checkpoint": str(last),
             "logs": str(logs),
             "plots": plots,
+            "feature_spectrum": [round(float(v), 8) for v in spectrum],
         }
     )
     _write_json(output / "metrics.json", metrics)

@@ -123,4 +123,11 @@ def test_non_finite_loss_stops_with_the_step_and_last_checkpoint(
     monkeypatch.setattr(MatrixSSLLoss, "terms", poisoned)
     assert main(args(data_dir, tmp_path / "run", "trainer.max_epochs=1")) == 2
     err = capsys.readouterr().err
-    assert "the loss became nan at step 0" in err and "last good checkpoint: none yet" in err
+    assert "the loss became non-finite (NaN/Inf) at step 0" in err and "last good checkpoint: none yet" in err
+
+
+def test_diverged_weights_stop_with_the_step_not_a_traceback(data_dir: Path, tmp_path: Path, capsys) -> None:
+    # An absurd learning rate turns the weights into Inf/NaN after the first update.
+    assert main(args(data_dir, tmp_path / "run", "trainer.max_epochs=1", "optim.base_lr=1.0e+30")) == 2
+    err = capsys.readouterr().err
+    assert "the embeddings became non-finite (NaN/Inf) at step" in err and "Traceback" not in err

@@ -110,14 +110,10 @@ class SSLMethod(L.LightningModule):
         if self.teacher is not None:
             with torch.no_grad():
                 teacher = [self.teacher(v) for v in (view_1, view_2)]
+        self._stop_if_not_finite("the embeddings", *online)
         terms = self.loss_from_views(online, teacher)
         loss = terms["loss"]
-        if not torch.isfinite(loss):
-            checkpoint = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or "none yet"
-            raise MatrixSSLError(
-                f"the loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}); "
-                f"last good checkpoint: {checkpoint}. Lower optim.base_lr or check the data, then --resume."
-            )
+        self._stop_if_not_finite("the loss", loss)
         probe_loss, probe_top1 = self._probe_step(features[0].detach(), labels)
         self.log_dict(
             {f"train/{k}": v.detach() for k, v in terms.items()}, on_step=True, on_epoch=True, sync_dist=True
@@ -133,6 +129,16 @@ class SSLMethod(L.LightningModule):
             self.log("train/effective_rank", effective_rank(covariance(reference.detach())), sync_dist=True)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)  # type: ignore[union-attr]
         return loss + probe_loss
+
+    def _stop_if_not_finite(self, what: str, *values: Tensor) -> None:
+        """Diverged training (NaN/Inf weights or loss) stops with the step and where to resume from."""
+        if all(bool(torch.isfinite(v).all()) for v in values):
+            return
+        checkpoint = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or "none yet"
+        raise MatrixSSLError(
+            f"{what} became non-finite (NaN/Inf) at step {self.global_step} (epoch {self.current_epoch}); "
+            f"last good checkpoint: {checkpoint}. Lower optim.base_lr or check the data, then --resume."
+        )
 
     def _probe_step(self, features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         labelled = labels >= 0

@@ -1,0 +1,97 @@
+"""`matrixssl bench`: the plan parser, the summary arithmetic, and a tiny comparison with a crashing method."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import mnist_like, write_idx_split
+
+from matrixssl.bench import Run, parse_methods, run_directory, summary_table
+from matrixssl.cli import main
+from matrixssl.errors import MatrixSSLError
+
+TINY = [
+    "data.batch_size=16",
+    "model.width=0.125",
+    "model.projector_hidden_dim=32",
+    "model.projector_dim=16",
+    "model.predictor_hidden_dim=8",
+    "trainer.log_every_n_steps=1",
+    "eval.linear_epochs=2",
+]
+
+
+def test_parse_methods_reads_seed_counts_and_rejects_nonsense() -> None:
+    assert parse_methods("matrix_ssl:3, simclr", 2) == [("matrix_ssl", 3), ("simclr", 2)]
+    with pytest.raises(MatrixSSLError, match="NAME:SEEDS"):
+        parse_methods("simclr:x", 1)
+    with pytest.raises(MatrixSSLError, match="at least 1"):
+        parse_methods("simclr:0", 1)
+    with pytest.raises(MatrixSSLError, match="empty"):
+        parse_methods(" , ", 1)
+
+
+def test_run_directory_changes_with_budget_and_overrides() -> None:
+    root = Path("runs")
+    base = run_directory(root, "d", "m", 0, 2, [])
+    assert base != run_directory(root, "d", "m", 0, 3, [])
+    assert base != run_directory(root, "d", "m", 0, 2, ["data.subset=10"])
+    assert base != run_directory(root, "d", "m", 1, 2, [])
+
+
+def test_summary_table_mean_std_failures_and_references() -> None:
+    def done(seed: int, linear: float) -> Run:
+        metrics = {"linear_top1": linear, "knn_top1": 50.0, "feature_effective_rank": 4.0, "epochs": 2}
+        return Run("a", seed, Path("x"), metrics=metrics, wall_s=120.0)
+
+    runs = [done(0, 80.0), done(1, 82.0), Run("b", 0, Path("y"), error="exit 2: boom")]
+    reference = {"linear_top1": 70.0, "knn_top1": 60.0, "feature_effective_rank": 9.0}
+    table = summary_table(runs, {"raw pixels": reference})
+    # sample std of (80, 82) is sqrt(2) = 1.41
+    assert "| a | 2 | 2 | 2.0 min | 81.00 ± 1.41 | 50.00 ± 0.00 | 4.00 ± 0.00 |" in table
+    assert "| b (seed 0) | failed | | | exit 2: boom | | |" in table
+    assert "| *raw pixels* (reference) | | 0 | | 70.00 | 60.00 | 9.00 |" in table
+
+
+def test_bench_end_to_end_reports_a_crashed_method_and_reuses_finished_runs(tmp_path: Path, capsys) -> None:
+    data = tmp_path / "data"
+    write_idx_split(data / "fashion-mnist", "train", *mnist_like(48, 0), gz=True)
+    write_idx_split(data / "fashion-mnist", "test", *mnist_like(32, 1), gz=True)
+    configs = tmp_path / "configs" / "fashion-mnist"
+    configs.mkdir(parents=True)
+    shutil.copy(Path(__file__).parents[1] / "configs" / "fashion-mnist" / "matrix_ssl.yaml", configs)
+    (configs / "broken.yaml").write_text("loss:\n  method: nope\n")  # the run itself exits 2
+    command = [
+        "bench",
+        "--methods=matrix_ssl:2,broken",
+        "--epochs=1",
+        f"--configs={tmp_path / 'configs'}",
+        f"--runs={tmp_path / 'runs'}",
+        f"--output={tmp_path / 'results'}",
+        f"data.dir={data}",
+        *TINY,
+    ]
+    assert main(command) == 1  # one method failed: reported, not fatal
+    report = (tmp_path / "results" / "fashion-mnist.md").read_text()
+    assert "| matrix_ssl | 2 | 1 |" in report
+    assert "| broken (seed 0) | failed | | | exit 2: matrixssl: error: unknown method 'nope'" in report
+    assert "*raw pixels* (reference)" in report and "*random weights* (reference)" in report
+    assert (tmp_path / "results" / "fashion-mnist_curves.png").stat().st_size > 0
+    assert (tmp_path / "results" / "fashion-mnist_spectra.png").stat().st_size > 0
+    progress = capsys.readouterr().err
+    assert "[1/3] matrix_ssl seed 0" in progress and "[3/3] broken seed 0" in progress
+    first = report
+    # A second identical command reuses the two finished runs (no retraining) and reports the same numbers.
+    finished = sorted((tmp_path / "runs" / "fashion-mnist").glob("matrix_ssl_*/metrics.json"))
+    stamps = [path.stat().st_mtime_ns for path in finished]
+    assert main(command) == 1
+    assert [path.stat().st_mtime_ns for path in finished] == stamps
+    table = lambda text: text[text.index("| method |") :]  # noqa: E731
+    assert table((tmp_path / "results" / "fashion-mnist.md").read_text()) == table(first)
+
+
+def test_bench_unknown_method_config_is_one_clear_error(tmp_path: Path, capsys) -> None:
+    assert main(["bench", "--methods=nope", f"--configs={tmp_path}"]) == 2
+    assert "no config" in capsys.readouterr().err
