@@ -45,9 +45,40 @@ class ModelConfig:
 
 
 @dataclass
+class SimCLRConfig:
+    temperature: float = 0.1  # SimCLR's ImageNet default (its CIFAR-10 runs used 0.5)
+
+
+@dataclass
+class BarlowTwinsConfig:
+    off_diagonal_weight: float = 0.0051  # λ of the redundancy-reduction term
+
+
+@dataclass
+class VICRegConfig:
+    invariance_weight: float = 25.0
+    variance_weight: float = 25.0
+    covariance_weight: float = 1.0
+
+
+@dataclass
+class MECConfig:
+    eps_squared: float = 64.0  # ε² of the coding length; λ = d / (B ε²)
+    lambda_warmup_epochs: float = 10.0  # λ rises from λ/8 to λ over these epochs (official: 10, like the lr)
+
+
+@dataclass
+class TCRConfig:
+    eps_squared: float = 0.2  # ε² of the total coding rate (EMP-SSL)
+    invariance_weight: float = 200.0  # weight of -cos(view, mean of views) (EMP-SSL's patch_sim)
+
+
+@dataclass
 class LossConfig:
-    """The quick CPU run uses the exact log with a small ridge (measured better there than the official
-    Taylor log with ridge 1; see README); the loss classes themselves default to the official code."""
+    """`method` names a registered method. The flat keys are Matrix-SSL's: the quick CPU run uses the exact log
+    with a small ridge (measured better there than the official Taylor log with ridge 1; see README); the loss
+    classes themselves default to the official code. Each other method reads its own section, whose defaults
+    are its paper's or official code's."""
 
     method: str = "matrix_ssl"
     target_scale: float | None = 1.0
@@ -55,6 +86,11 @@ class LossConfig:
     gamma: float = 1.0
     taylor_order: int | None = None
     trace_term: bool = False
+    simclr: SimCLRConfig = field(default_factory=SimCLRConfig)
+    barlow_twins: BarlowTwinsConfig = field(default_factory=BarlowTwinsConfig)
+    vicreg: VICRegConfig = field(default_factory=VICRegConfig)
+    mec: MECConfig = field(default_factory=MECConfig)
+    tcr: TCRConfig = field(default_factory=TCRConfig)
 
 
 @dataclass
@@ -212,6 +248,33 @@ def validate(config: Config) -> None:
         raise MatrixSSLError(
             f"config key 'optim.optimizer' must be sgd or lars, got {config.optim.optimizer!r}"
         )
+    _validate_loss(config.loss)
+
+
+def _validate_loss(loss: LossConfig) -> None:
+    """The method must exist; values the loss constructors would reject are caught here, with the key's name."""
+    from matrixssl.methods import method_class  # imported here: the methods build on this module
+
+    method_class(loss.method)
+    positive = {
+        "loss.simclr.temperature": loss.simclr.temperature,
+        "loss.mec.eps_squared": loss.mec.eps_squared,
+        "loss.tcr.eps_squared": loss.tcr.eps_squared,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise MatrixSSLError(f"config key '{key}' must be positive, got {value}")
+    non_negative = {
+        "loss.barlow_twins.off_diagonal_weight": loss.barlow_twins.off_diagonal_weight,
+        "loss.vicreg.invariance_weight": loss.vicreg.invariance_weight,
+        "loss.vicreg.variance_weight": loss.vicreg.variance_weight,
+        "loss.vicreg.covariance_weight": loss.vicreg.covariance_weight,
+        "loss.mec.lambda_warmup_epochs": loss.mec.lambda_warmup_epochs,
+        "loss.tcr.invariance_weight": loss.tcr.invariance_weight,
+    }
+    for key, value in non_negative.items():
+        if value < 0:
+            raise MatrixSSLError(f"config key '{key}' must be >= 0, got {value}")
 
 
 def to_dict(config: Config) -> dict[str, Any]:

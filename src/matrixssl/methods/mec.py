@@ -1,0 +1,42 @@
+"""MEC as a training method, the official recipe: predictor, EMA teacher, 4th-order Taylor log-det, λ warm-up.
+
+The official code warms λ = d / (B ε²) up over the first epochs (its inverse moves linearly from 8/λ to 1/λ,
+per step, over the same 10 epochs as the learning-rate warm-up) so that the Taylor series stays inside its
+convergence radius while the embeddings are still nearly collapsed.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from matrixssl.config import Config
+from matrixssl.losses import MECLoss
+from matrixssl.methods.base import DatasetInfo, SSLMethod
+from matrixssl.models import Predictor
+
+
+def lambda_scale(step: int, warmup_steps: int) -> float:
+    """Multiplier of λ at `step`: 1/8 at step 0, 1 from `warmup_steps` on, 1/λ linear in between."""
+    if warmup_steps <= 0:
+        return 1.0
+    progress = min(1.0, step / warmup_steps)
+    return 1.0 / (8.0 - 7.0 * progress)
+
+
+class MEC(SSLMethod):
+    uses_teacher = True
+
+    def __init__(self, config: Config, info: DatasetInfo, steps_per_epoch: int) -> None:
+        super().__init__(config, info, steps_per_epoch)
+        self.predictor = Predictor(config.model.projector_dim, config.model.predictor_hidden_dim)
+        self.loss_fn = MECLoss(config.loss.mec.eps_squared)
+        self.lambda_warmup_steps = int(round(config.loss.mec.lambda_warmup_epochs * steps_per_epoch))
+
+    def enable_distributed_loss(self) -> None:
+        self.loss_fn.gather_distributed = True  # λ and the Gram matrices use the global batch
+
+    def loss_from_views(self, online: list[Tensor], teacher: list[Tensor]) -> dict[str, Tensor]:
+        predicted = [self.predictor(z) for z in online]
+        scale = lambda_scale(self.global_step, self.lambda_warmup_steps)
+        loss = self.loss_fn(predicted[0], predicted[1], teacher[0], teacher[1], lambda_scale=scale)
+        return {"loss": loss, "lambda_scale": loss.new_tensor(scale)}

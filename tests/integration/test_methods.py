@@ -1,0 +1,158 @@
+"""Every registered method pretrains end to end through the CLI; every shipped config loads; method details.
+
+The runs train a few steps of a very small ResNet on a tiny Fashion-MNIST-format dataset; what is checked is
+behaviour (exit code, files, steps, a finite logged loss, the MEC λ schedule), not accuracy.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import mnist_like, write_idx_split
+from test_pretrain import TINY
+
+from matrixssl.cli import main
+from matrixssl.config import Config, load_config
+from matrixssl.errors import MatrixSSLError
+from matrixssl.methods import METHODS, DatasetInfo
+from matrixssl.methods.mec import lambda_scale
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+TRAIN_IMAGES, BATCH = 48, 16
+STEPS = TRAIN_IMAGES // BATCH
+INFO = DatasetInfo("fashion-mnist", 1, 28, 10, (0.286,), (0.353,))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    write_idx_split(root / "fashion-mnist", "train", *mnist_like(TRAIN_IMAGES, 0), gz=True)
+    write_idx_split(root / "fashion-mnist", "test", *mnist_like(32, 1), gz=True)
+    return root
+
+
+def logged(metrics: dict, column: str) -> list[float]:
+    with open(Path(metrics["logs"]) / "metrics.csv", newline="") as handle:
+        return [float(row[column]) for row in csv.DictReader(handle) if row.get(column)]
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_pretrains_one_epoch_through_the_cli(
+    method: str, data_dir: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / method
+    argv = [
+        "pretrain",
+        *TINY,
+        f"data.dir={data_dir}",
+        f"output_dir={output}",
+        f"loss.method={method}",
+        "trainer.max_epochs=1",
+        "eval.linear_epochs=1",
+    ]
+    assert main(argv) == 0
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["method"] == method and metrics["epochs"] == 1 and metrics["global_step"] == STEPS
+    losses = logged(metrics, "train/loss_step")
+    assert len(losses) == STEPS and all(math.isfinite(v) for v in losses)
+    if method == "mec":
+        # Default warm-up: 10 epochs of STEPS steps; step s trains with λ scaled by 1 / (8 - 7 s / (10 STEPS)).
+        expected = [lambda_scale(step, 10 * STEPS) for step in range(STEPS)]
+        assert logged(metrics, "train/lambda_scale_step") == pytest.approx(expected, rel=1e-6)
+        assert expected[0] == pytest.approx(1 / 8)
+
+
+def test_unknown_method_exits_2_with_one_line_listing_the_methods(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["pretrain", "loss.method=nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "unknown method 'nope'" in err and ", ".join(sorted(METHODS)) in err
+
+
+def test_every_shipped_config_loads_and_names_a_registered_method() -> None:
+    paths = sorted(CONFIGS.glob("*/*.yaml"))
+    for dataset in ("fashion-mnist", "cifar10"):
+        names = {p.stem for p in paths if p.parent.name == dataset}
+        assert names >= set(METHODS) | {"matrix_ssl_paper"}, dataset
+    for path in paths:
+        assert load_config(path).loss.method in METHODS
+
+
+def test_fashion_mnist_comparison_changes_only_the_method() -> None:
+    reference = load_config(CONFIGS / "fashion-mnist" / "matrix_ssl.yaml")
+    for path in sorted((CONFIGS / "fashion-mnist").glob("*.yaml")):
+        config = load_config(path)
+        for section in ("data", "model", "teacher", "trainer", "eval"):
+            assert getattr(config, section) == getattr(reference, section), (path.name, section)
+        # Where the paper prescribes its own optimiser (the config says why in a comment).
+        prescribed = {"simsiam.yaml": ("sgd", 0.05), "vicreg.yaml": ("lars", 0.2)}
+        optimizer = prescribed.get(path.name, (reference.optim.optimizer, reference.optim.base_lr))
+        assert (config.optim.optimizer, config.optim.base_lr) == optimizer, path.name
+        unchanged = ("momentum", "weight_decay", "warmup_epochs", "probe_lr")
+        assert all(getattr(config.optim, k) == getattr(reference.optim, k) for k in unchanged), path.name
+    paper = load_config(CONFIGS / "fashion-mnist" / "matrix_ssl_paper.yaml").loss
+    assert (paper.target_scale, paper.trace_term, paper.taylor_order) == (None, True, None)
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("loss.simclr.temperature=0", "'loss.simclr.temperature' must be positive"),
+        ("loss.mec.eps_squared=-1", "'loss.mec.eps_squared' must be positive"),
+        ("loss.vicreg.variance_weight=-2", "'loss.vicreg.variance_weight' must be >= 0"),
+        ("loss.tcr.nope=1", "unknown config key 'loss.tcr.nope'"),
+    ],
+)
+def test_bad_method_hyperparameters_name_their_key(override: str, message: str) -> None:
+    with pytest.raises(MatrixSSLError, match=message):
+        load_config(None, [override])
+
+
+def build(method: str) -> torch.nn.Module:
+    config = load_config(None, [*TINY, f"loss.method={method}"])
+    return METHODS[method](config, INFO, steps_per_epoch=10)
+
+
+def test_teachers_and_heads_per_method() -> None:
+    with_teacher = {name for name in METHODS if build(name).teacher is not None}
+    assert with_teacher == {"matrix_ssl", "byol", "mec"}
+    with_predictor = {name for name in METHODS if hasattr(build(name), "predictor")}
+    assert with_predictor == {"matrix_ssl", "byol", "simsiam", "mec"}
+    # VICReg's expander ends in a Linear layer: its variance term needs the raw scale.
+    assert isinstance(build("vicreg").projector.layers[-1], torch.nn.Linear)
+    assert isinstance(build("barlow_twins").projector.layers[-1], torch.nn.BatchNorm1d)
+
+
+def test_mec_lambda_warmup_schedule() -> None:
+    assert lambda_scale(0, 100) == pytest.approx(1 / 8)
+    assert lambda_scale(50, 100) == pytest.approx(1 / 4.5)
+    assert lambda_scale(100, 100) == 1.0 and lambda_scale(250, 100) == 1.0 and lambda_scale(0, 0) == 1.0
+    assert build("mec").lambda_warmup_steps == 10 * 10  # loss.mec.lambda_warmup_epochs x steps per epoch
+
+
+def test_tcr_method_loss_is_invariance_plus_coding_rate() -> None:
+    method = build("tcr")
+    config: Config = method.config
+    z1, z2 = torch.randn(12, 16), torch.randn(12, 16)
+    terms = method.loss_from_views([z1, z2], [])
+    # Two unit vectors and their mean: cos(z_v, mean) = sqrt((1 + cos(z_1, z_2)) / 2).
+    expected = -torch.sqrt((1 + F.cosine_similarity(z1, z2, dim=1)) / 2).mean()
+    assert terms["invariance"].item() == pytest.approx(expected.item(), rel=1e-5)
+    weight = config.loss.tcr.invariance_weight
+    assert terms["loss"].item() == pytest.approx(
+        (weight * terms["invariance"] - terms["coding_rate"]).item(), rel=1e-6
+    )
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_distributed_switch_reaches_the_loss(method: str) -> None:
+    model = build(method)
+    assert model.loss_fn.gather_distributed is False
+    model.enable_distributed_loss()
+    assert model.loss_fn.gather_distributed is True
