@@ -30,11 +30,18 @@ def test_round_trip_through_yaml(tmp_path: Path) -> None:
     assert Config() == load_config(None)
 
 
+def test_exponent_without_a_dot_is_a_float() -> None:
+    # YAML 1.1 reads 1e-4 as a string; users type it that way on the command line.
+    config = load_config(None, ["optim.weight_decay=1e-4", "optim.base_lr=2E1"])
+    assert config.optim.weight_decay == 1e-4 and config.optim.base_lr == 20.0
+
+
 @pytest.mark.parametrize(
     "override,message",
     [
         ("data.nme=x", "unknown config key 'data.nme'"),
         ("trainer.max_epochs=ten", "'trainer.max_epochs' must be int"),
+        ("optim.base_lr=fast", "'optim.base_lr' must be float"),
         ("data.batch_size=-4", "'data.batch_size' must be positive"),
         ("data.batch_size=1", "at least 2"),
         ("data=3", "is a section"),

@@ -157,6 +157,11 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
             return value
         if option is float and isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
+        if option is float and isinstance(value, str):
+            try:  # YAML 1.1 reads 1e-4 (no dot) as a string
+                return float(value)
+            except ValueError:
+                pass
         if option is str and isinstance(value, str | int | float) and not isinstance(value, bool):
             return str(value)
     names = " or ".join("null" if o is type(None) else o.__name__ for o in options)

@@ -127,11 +127,14 @@ def pretrain(config: Config, resume: bool = False) -> dict[str, Any]:
         raise MatrixSSLError(
             f"the training set has {len(pretrain_set)} images, fewer than data.batch_size={config.data.batch_size}"
         )
-    model = method_class(config.loss.method)(
-        config,
-        dataset_info(pretrain_set),
-        steps_per_epoch(len(pretrain_set), config.data.batch_size, devices),
-    )
+    try:
+        model = method_class(config.loss.method)(
+            config,
+            dataset_info(pretrain_set),
+            steps_per_epoch(len(pretrain_set), config.data.batch_size, devices),
+        )
+    except ValueError as error:  # a loss or model rejecting its settings is a config mistake
+        raise MatrixSSLError(f"invalid settings for {config.loss.method}: {error}") from None
     if resume:
         _check_resumable(last, model)
     output.mkdir(parents=True, exist_ok=True)

@@ -131,3 +131,10 @@ def test_diverged_weights_stop_with_the_step_not_a_traceback(data_dir: Path, tmp
     assert main(args(data_dir, tmp_path / "run", "trainer.max_epochs=1", "optim.base_lr=1.0e+30")) == 2
     err = capsys.readouterr().err
     assert "the embeddings became non-finite (NaN/Inf) at step" in err and "Traceback" not in err
+
+
+def test_loss_settings_rejected_by_the_loss_are_one_line(data_dir: Path, tmp_path: Path, capsys) -> None:
+    assert main(args(data_dir, tmp_path / "run", "loss.ridge=0", "loss.taylor_order=null")) == 2
+    err = capsys.readouterr().err
+    assert "invalid settings for matrix_ssl: ridge must be > 0 for the exact matrix log" in err
+    assert "Traceback" not in err
