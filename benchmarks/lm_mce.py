@@ -35,6 +35,7 @@ from matrixssl.lm.data import SOURCES, Problem, overlap, train_test_problems
 from matrixssl.lm.evaluate import evaluate_accuracy
 from matrixssl.lm.loss import DEFAULT_RIDGE, DEFAULT_TOP_K
 from matrixssl.lm.train import (
+    IGNORE_INDEX,
     FinetuneConfig,
     default_model_file,
     encode_problems,
@@ -236,7 +237,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
         "train": train,
         "overlap": len(seen),
         "tokens": statistics.mean(len(e["input_ids"]) for e in examples),
-        "answer_tokens": statistics.mean(sum(label != -100 for label in e["labels"]) for e in examples),
+        "answer_tokens": statistics.mean(
+            sum(label != IGNORE_INDEX for label in e["labels"]) for e in examples
+        ),
         "load": load_seconds,
     }
 
@@ -272,4 +275,5 @@ if __name__ == "__main__":
     try:
         main()
     except MatrixSSLError as error:
-        sys.exit(f"lm_mce.py: error: {error}")
+        print(f"lm_mce.py: error: {error}", file=sys.stderr)
+        sys.exit(2)
