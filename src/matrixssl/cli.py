@@ -14,6 +14,7 @@ from pathlib import Path
 
 from matrixssl.bench import add_bench_command
 from matrixssl.errors import MatrixSSLError
+from matrixssl.eval.commands import add_eval_commands
 from matrixssl.lm.commands import add_lm_commands
 
 
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.set_defaults(run=_pretrain)
     add_bench_command(commands)
     add_lm_commands(commands)
+    add_eval_commands(commands)
     return parser
 
 

@@ -87,3 +87,20 @@ def plot_spectra(spectra: Mapping[str, Tensor], out: Path, title: str = "covaria
     axis.set_title(title)
     axis.legend(fontsize=8)
     return _save(plt, figure, out)
+
+
+def plot_embedding_map(points: Tensor, labels: Tensor, out: Path, title: str = "embedding map") -> Path:
+    """(N, 2) points as a scatter plot coloured by class; a legend when there are at most 20 classes."""
+    plt = _pyplot()
+    classes = labels.unique().tolist()
+    colours = plt.get_cmap("tab10" if len(classes) <= 10 else "turbo", len(classes))
+    figure, axis = plt.subplots(figsize=(5, 4.5))
+    for i, label in enumerate(classes):
+        chosen = labels == label
+        axis.scatter(*points[chosen].T.numpy(), s=4, alpha=0.7, color=colours(i), label=str(label))
+    axis.set_title(title)
+    axis.set_xticks([])
+    axis.set_yticks([])
+    if len(classes) <= 20:
+        axis.legend(fontsize=7, markerscale=3, loc="best", title="class")
+    return _save(plt, figure, out)

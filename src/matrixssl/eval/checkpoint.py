@@ -1,0 +1,124 @@
+"""Load a `matrixssl pretrain` checkpoint for evaluation: the config and dataset info it was trained with come
+from its hyperparameters, so evaluation needs only the file (plus `key=value` overrides such as data.dir when
+the data has moved).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import Tensor
+
+from matrixssl.config import Config, load_config
+from matrixssl.data.views import TwoViewAugmentation
+from matrixssl.errors import MatrixSSLError
+from matrixssl.models import Projector, ResNet
+
+
+@dataclass
+class Pretrained:
+    """A pretrained backbone and projector (both in eval mode) with everything needed to feed them."""
+
+    path: Path
+    config: Config
+    backbone: ResNet
+    projector: Projector
+    views: TwoViewAugmentation  # the pretraining recipe: normalisation, crop size, flips
+    num_classes: int
+    epoch: int
+    global_step: int
+
+    def eval_transform(self, images: Tensor) -> Tensor:
+        """uint8 batch -> normalised model input, no augmentation."""
+        return self.views.eval_transform(images)
+
+    @property
+    def run_dir(self) -> Path:
+        """The pretraining output folder: the parent of `checkpoints/`, else the checkpoint's own folder."""
+        folder = self.path.parent
+        return folder.parent if folder.name == "checkpoints" else folder
+
+    def to(self, device: torch.device | str) -> Pretrained:
+        self.backbone.to(device)
+        self.projector.to(device)
+        self.views.to(device)
+        return self
+
+
+def _config(saved: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> Config:
+    """The saved config with overrides on top, checked key by key exactly like a user's YAML file."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "config.yaml"
+        path.write_text(yaml.safe_dump(saved))
+        return load_config(path, overrides)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise MatrixSSLError(
+            f"checkpoint {path} does not exist; pass a file written by `matrixssl pretrain`, "
+            "e.g. runs/<name>/checkpoints/last.ckpt"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unreadable file is the same user-facing problem
+        raise MatrixSSLError(
+            f"checkpoint {path} is corrupt or unreadable ({type(error).__name__}); "
+            "use another epoch checkpoint from the same folder"
+        ) from None
+    hyper = state.get("hyper_parameters") if isinstance(state, dict) else None
+    if (
+        not isinstance(hyper, dict)
+        or not isinstance(hyper.get("config"), dict)
+        or not isinstance(hyper.get("info"), dict)
+        or not isinstance(state.get("state_dict"), dict)
+    ):
+        raise MatrixSSLError(
+            f"{path} is not a matrixssl pretraining checkpoint (no saved config and dataset info); "
+            "pass a file written by `matrixssl pretrain`"
+        )
+    return state
+
+
+def load_pretrained(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Pretrained:
+    """Rebuild the method from the checkpoint's hyperparameters and load its weights (strictly).
+
+    `overrides` are dotted `key=value` strings applied over the saved config (e.g. `data.dir=/data`); one that
+    changes the model's shape is reported as a mismatch, not loaded partially.
+    """
+    from matrixssl.methods import DatasetInfo, method_class
+
+    path = Path(path)
+    state = _read(path)
+    hyper = state["hyper_parameters"]
+    config = _config(hyper["config"], overrides)
+    try:
+        info = DatasetInfo(**hyper["info"])
+    except TypeError:
+        raise MatrixSSLError(f"{path} has unreadable dataset info {hyper['info']!r}") from None
+    model = method_class(config.loss.method)(config, info, steps_per_epoch=1)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state["state_dict"].items()}
+    if expected != found:
+        differing = sorted(set(expected) ^ set(found)) or [k for k in expected if expected[k] != found[k]]
+        raise MatrixSSLError(
+            f"checkpoint {path} does not match the model its config describes "
+            f"(first differing keys: {', '.join(differing[:3])}); drop model.* overrides"
+        )
+    model.load_state_dict(state["state_dict"])
+    model.eval()
+    return Pretrained(
+        path=path,
+        config=config,
+        backbone=model.backbone,
+        projector=model.projector,
+        views=model.views,
+        num_classes=info.num_classes,
+        epoch=int(state.get("epoch", -1)),
+        global_step=int(state.get("global_step", -1)),
+    )
