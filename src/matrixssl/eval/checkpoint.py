@@ -67,8 +67,9 @@ def _read(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unreadable file is the same user-facing problem
+        reason = (str(error).strip().splitlines() or [""])[0].split(". ")[0][:160]
         raise MatrixSSLError(
-            f"checkpoint {path} is corrupt or unreadable ({type(error).__name__}); "
+            f"checkpoint {path} is corrupt or unreadable ({type(error).__name__}: {reason}); "
             "use another epoch checkpoint from the same folder"
         ) from None
     hyper = state.get("hyper_parameters") if isinstance(state, dict) else None
