@@ -152,10 +152,10 @@ def plot_comparison(runs: list[Run], out_dir: Path, dataset: str) -> dict[str, P
     """Online-probe accuracy and effective rank against epoch (mean over seeds), and final spectra."""
     import torch
 
-    from matrixssl.plots import _pyplot, _save, plot_spectra
+    from matrixssl.plots import plot_spectra, pyplot, save_figure
 
     paths: dict[str, Path] = {}
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     panels = (
         ("val/probe_top1", "online probe top-1 (%)"),
@@ -173,7 +173,7 @@ def plot_comparison(runs: list[Run], out_dir: Path, dataset: str) -> dict[str, P
         axis.set_title(title)
         axis.set_xlabel("epoch")
         axis.legend(fontsize=7)
-    paths["curves"] = _save(plt, figure, out_dir / f"{dataset}_curves.png")
+    paths["curves"] = save_figure(plt, figure, out_dir / f"{dataset}_curves.png")
     spectra = {}
     for run in runs:
         if run.metrics and "feature_spectrum" in run.metrics and run.method not in spectra:

@@ -210,9 +210,13 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Defaults, then the YAML file at `path` (if any), then `key=value` overrides (values parsed as YAML)."""
+    return config_from_dict(_read_yaml(Path(path)) if path is not None else {}, overrides)
+
+
+def config_from_dict(values: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then `values` (e.g. a checkpoint's saved config), then overrides; checked like a YAML file."""
     config = Config()
-    if path is not None:
-        _apply(config, _read_yaml(Path(path)))
+    _apply(config, values)
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:

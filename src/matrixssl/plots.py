@@ -18,7 +18,7 @@ from torch import Tensor
 from matrixssl.functional import covariance
 
 
-def _pyplot():  # noqa: ANN202
+def pyplot():  # noqa: ANN202
     import matplotlib
 
     matplotlib.use("Agg")
@@ -27,7 +27,7 @@ def _pyplot():  # noqa: ANN202
     return plt
 
 
-def _save(plt: Any, figure: Any, out: Path) -> Path:
+def save_figure(plt: Any, figure: Any, out: Path) -> Path:
     figure.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=110)
@@ -57,7 +57,7 @@ def plot_training_curves(metrics_csv: Path, out: Path) -> Path:
         ("online probe top-1 (%)", ["val/probe_top1", "train/probe_top1"]),
         ("effective rank", ["train/effective_rank"]),
     ]
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
     for axis, (title, keys) in zip(axes, panels):
         for key in keys:
@@ -67,7 +67,7 @@ def plot_training_curves(metrics_csv: Path, out: Path) -> Path:
         axis.set_title(title)
         axis.set_xlabel("epoch")
         axis.legend(fontsize=7)
-    return _save(plt, figure, out)
+    return save_figure(plt, figure, out)
 
 
 def covariance_spectrum(features: Tensor) -> Tensor:
@@ -78,7 +78,7 @@ def covariance_spectrum(features: Tensor) -> Tensor:
 
 def plot_spectra(spectra: Mapping[str, Tensor], out: Path, title: str = "covariance spectrum") -> Path:
     """Normalised eigenvalues on a log scale, one line per named representation."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(5, 3.5))
     for name, spectrum in spectra.items():
         axis.semilogy(range(1, len(spectrum) + 1), spectrum.clamp_min(1e-12).numpy(), label=name)
@@ -86,12 +86,12 @@ def plot_spectra(spectra: Mapping[str, Tensor], out: Path, title: str = "covaria
     axis.set_ylabel("normalised eigenvalue")
     axis.set_title(title)
     axis.legend(fontsize=8)
-    return _save(plt, figure, out)
+    return save_figure(plt, figure, out)
 
 
 def plot_embedding_map(points: Tensor, labels: Tensor, out: Path, title: str = "embedding map") -> Path:
     """(N, 2) points as a scatter plot coloured by class; a legend when there are at most 20 classes."""
-    plt = _pyplot()
+    plt = pyplot()
     classes = labels.unique().tolist()
     colours = plt.get_cmap("tab10" if len(classes) <= 10 else "turbo", len(classes))
     figure, axis = plt.subplots(figsize=(5, 4.5))
@@ -103,4 +103,4 @@ def plot_embedding_map(points: Tensor, labels: Tensor, out: Path, title: str = "
     axis.set_yticks([])
     if len(classes) <= 20:
         axis.legend(fontsize=7, markerscale=3, loc="best", title="class")
-    return _save(plt, figure, out)
+    return save_figure(plt, figure, out)

@@ -7,7 +7,6 @@ continues from `last.ckpt` with the optimiser, schedules, teacher and epoch coun
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from matrixssl.data import ImageDataset, load_dataset
 from matrixssl.errors import MatrixSSLError
 from matrixssl.eval.features import extract_features
 from matrixssl.eval.report import evaluate_features
+from matrixssl.files import write_json
 from matrixssl.methods import DatasetInfo, SSLMethod, method_class
 from matrixssl.methods.base import check_divisible, steps_per_epoch
 from matrixssl.plots import covariance_spectrum, plot_spectra, plot_training_curves
@@ -205,7 +205,7 @@ def pretrain(config: Config, resume: bool = False) -> dict[str, Any]:
             "feature_spectrum": [round(float(v), 8) for v in spectrum],
         }
     )
-    _write_json(output / "metrics.json", metrics)
+    write_json(output / "metrics.json", metrics)
     return metrics
 
 
@@ -220,9 +220,3 @@ def _loggers(output: Path) -> list[Logger]:
 def _last_logged(trainer: L.Trainer, key: str) -> float | None:
     value = trainer.callback_metrics.get(key)
     return None if value is None else round(float(value), 2)
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(temporary, path)

@@ -5,16 +5,14 @@ the data has moved).
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import Tensor
 
-from matrixssl.config import Config, load_config
+from matrixssl.config import Config, config_from_dict
 from matrixssl.data.views import TwoViewAugmentation
 from matrixssl.errors import MatrixSSLError
 from matrixssl.models import Projector, ResNet
@@ -52,10 +50,7 @@ class Pretrained:
 
 def _config(saved: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> Config:
     """The saved config with overrides on top, checked key by key exactly like a user's YAML file."""
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "config.yaml"
-        path.write_text(yaml.safe_dump(saved))
-        return load_config(path, overrides)
+    return config_from_dict(saved, overrides)
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from torch import Tensor
 from matrixssl.errors import MatrixSSLError
 from matrixssl.eval.export import FORMATS
 from matrixssl.eval.probe import OPTIMIZERS
+from matrixssl.files import write_json
 
 if TYPE_CHECKING:  # the checkpoint loader pulls in Lightning and kornia: only when a command runs
     from matrixssl.data import ImageDataset
@@ -211,7 +212,6 @@ def _finish(
     command: str, pretrained: Pretrained, output: Path, metrics: dict[str, Any], shown: Sequence[str]
 ) -> int:
     """Write metrics.json (with the checkpoint's identity) and print the `shown` metrics as a table."""
-    from matrixssl.train import _write_json
 
     record = {
         "command": command,
@@ -222,7 +222,7 @@ def _finish(
         "dataset": pretrained.config.data.name,
         **metrics,
     }
-    _write_json(output / "metrics.json", record)
+    write_json(output / "metrics.json", record)
     _print_table(f"{command}: {record['method']} on {record['dataset']}", {k: metrics[k] for k in shown})
     print(f"-> {output / 'metrics.json'}")
     return 0

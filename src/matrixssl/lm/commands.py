@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from matrixssl.errors import MatrixSSLError
+from matrixssl.files import write_json
 from matrixssl.lm.data import (
     SOURCES,
     Problem,
@@ -233,9 +233,7 @@ def run_eval(args: argparse.Namespace) -> int:
     with (output_dir / "predictions.jsonl").open("w", encoding="utf-8") as out:
         for prediction in predictions:
             out.write(json.dumps(prediction, ensure_ascii=False) + "\n")
-    temporary = output_dir / "metrics.json.tmp"
-    temporary.write_text(json.dumps(metrics, indent=2) + "\n")
-    os.replace(temporary, output_dir / "metrics.json")
+    write_json(output_dir / "metrics.json", metrics)
     if seen:
         print(f"warning: {len(seen)} of the {len(problems)} problems also occur in the training data")
     print(

@@ -11,7 +11,6 @@ A training example is `format_prompt(question)` + `format_target(solution)` + EO
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
 import os
 import shutil
@@ -26,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from matrixssl.errors import MatrixSSLError
+from matrixssl.files import write_json
 from matrixssl.lm.data import Problem, format_prompt, format_target
 from matrixssl.lm.loss import DEFAULT_RIDGE, DEFAULT_TOP_K, LMLossTerms, MatrixCrossEntropyLMLoss
 
@@ -361,7 +361,7 @@ def finetune(
     }
     if output_dir is not None:
         save_checkpoint(model, tokenizer, Path(output_dir) / "checkpoint")
-        _write_json(Path(output_dir) / "train_metrics.json", summary)
+        write_json(Path(output_dir) / "train_metrics.json", summary)
     return summary
 
 
@@ -371,13 +371,6 @@ def _progress_bar(total: int, enabled: bool, description: str) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=description, unit="step", dynamic_ncols=True)
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(temporary, path)
 
 
 def save_checkpoint(model: nn.Module, tokenizer: Any, directory: str | os.PathLike[str]) -> Path:
@@ -533,5 +526,5 @@ def finetune_with_trainer(
         "history": {"loss": losses},
     }
     save_checkpoint(model, tokenizer, Path(output_dir) / "checkpoint")
-    _write_json(Path(output_dir) / "train_metrics.json", summary)
+    write_json(Path(output_dir) / "train_metrics.json", summary)
     return summary
