@@ -36,6 +36,20 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+# A very small ResNet and heads: integration tests check behaviour, not accuracy, in seconds.
+TINY = [
+    "data.name=fashion-mnist",
+    "data.batch_size=16",
+    "model.width=0.125",
+    "model.projector_hidden_dim=32",
+    "model.projector_dim=16",
+    "model.predictor_hidden_dim=8",
+    "trainer.progress_bar=false",
+    "trainer.log_every_n_steps=1",
+    "eval.linear_epochs=2",
+]
+
+
 IDX_NAMES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),

@@ -6,21 +6,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import mnist_like, write_idx_split
+from conftest import TINY, mnist_like, write_idx_split
 
 from matrixssl.bench import Run, parse_methods, run_directory, summary_table
 from matrixssl.cli import main
 from matrixssl.errors import MatrixSSLError
-
-TINY = [
-    "data.batch_size=16",
-    "model.width=0.125",
-    "model.projector_hidden_dim=32",
-    "model.projector_dim=16",
-    "model.predictor_hidden_dim=8",
-    "trainer.log_every_n_steps=1",
-    "eval.linear_epochs=2",
-]
 
 
 def test_parse_methods_reads_seed_counts_and_rejects_nonsense() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import mnist_like, override, write_idx_split
+from conftest import TINY, mnist_like, override, write_idx_split
 
 import matrixssl.eval.features as features_module
 from matrixssl.cli import main
@@ -25,19 +25,6 @@ from matrixssl.eval.features import extract_features
 from matrixssl.eval.knn import knn_accuracy
 from matrixssl.functional import covariance, effective_rank
 
-TINY = [
-    "data.name=fashion-mnist",
-    "data.batch_size=16",
-    "model.width=0.125",
-    "model.projector_hidden_dim=32",
-    "model.projector_dim=16",
-    "model.predictor_hidden_dim=8",
-    "trainer.max_epochs=1",
-    "trainer.progress_bar=false",
-    "trainer.log_every_n_steps=1",
-    "eval.linear_epochs=2",
-]
-
 
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -45,7 +32,14 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("eval")
     write_idx_split(root / "data" / "fashion-mnist", "train", *mnist_like(64, 0), gz=True)
     write_idx_split(root / "data" / "fashion-mnist", "test", *mnist_like(32, 1), gz=True)
-    assert main(["pretrain", *TINY, f"data.dir={root / 'data'}", f"output_dir={root / 'run'}"]) == 0
+    argv = [
+        "pretrain",
+        *TINY,
+        "trainer.max_epochs=1",
+        f"data.dir={root / 'data'}",
+        f"output_dir={root / 'run'}",
+    ]
+    assert main(argv) == 0
     return root / "run" / "checkpoints" / "last.ckpt"
 
 

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import mnist_like, write_idx_split
-from test_pretrain import TINY
+from conftest import TINY, mnist_like, write_idx_split
 
 from matrixssl.cli import main
 from matrixssl.config import Config, load_config

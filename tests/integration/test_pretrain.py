@@ -16,22 +16,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import mnist_like, override, write_idx_split
+from conftest import TINY, mnist_like, override, write_idx_split
 
 from matrixssl.cli import main
 from matrixssl.losses import MatrixSSLLoss
-
-TINY = [
-    "data.name=fashion-mnist",
-    "data.batch_size=16",
-    "model.width=0.125",
-    "model.projector_hidden_dim=32",
-    "model.projector_dim=16",
-    "model.predictor_hidden_dim=8",
-    "trainer.progress_bar=false",
-    "trainer.log_every_n_steps=1",
-    "eval.linear_epochs=2",
-]
 
 
 @pytest.fixture
