@@ -30,7 +30,7 @@ from _report import header, write
 
 from matrixssl.bench import mean_std
 from matrixssl.errors import MatrixSSLError
-from matrixssl.lm.commands import _device as resolve_device
+from matrixssl.lm.commands import resolve_device
 from matrixssl.lm.data import SOURCES, Problem, overlap, train_test_problems
 from matrixssl.lm.evaluate import evaluate_accuracy
 from matrixssl.lm.loss import DEFAULT_RIDGE, DEFAULT_TOP_K

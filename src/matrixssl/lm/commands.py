@@ -25,7 +25,7 @@ from matrixssl.lm.data import (
 from matrixssl.lm.loss import DEFAULT_RIDGE, DEFAULT_TOP_K
 
 
-def _device(name: str) -> str:
+def resolve_device(name: str) -> str:
     import torch
 
     if name == "auto":
@@ -173,7 +173,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     )
     config.validate()
     problems = load_problems(args.data, args.n_train, args.seed, "train", args.source)
-    model, tokenizer = load_model_and_tokenizer(args.model, device=_device(args.device))
+    model, tokenizer = load_model_and_tokenizer(args.model, device=resolve_device(args.device))
     output_dir: Path = args.output_dir
     write_jsonl(problems, output_dir / "train.jsonl")
     if args.trainer:
@@ -212,7 +212,7 @@ def run_eval(args: argparse.Namespace) -> int:
     else:
         problems = load_problems(args.data, args.n)
     seen = overlap(train, problems)
-    model, tokenizer = load_model_and_tokenizer(args.model, device=_device(args.device))
+    model, tokenizer = load_model_and_tokenizer(args.model, device=resolve_device(args.device))
     result = evaluate_accuracy(
         model, tokenizer, problems, args.max_new_tokens, args.batch_size, progress=not args.no_progress
     )
