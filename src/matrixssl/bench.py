@@ -251,7 +251,8 @@ def run_bench(args: Any) -> int:
         + (f"the first {d.subset} training images" if d.subset else "the whole training set")
         + f", batch {d.batch_size}, backbone {m.backbone} (width {m.width}, blocks/stage {m.blocks_per_stage}); "
         + "each method's own config from `configs/<dataset>/<method>.yaml`, untuned. Linear probe and kNN "
-        + "(k=20) test top-1 and the backbone-feature effective rank; mean ± std over seeds.\n\n"
+        + "(k=20) test top-1 (probes trained on the same training images) and the backbone-feature effective "
+        + f"rank; mean ± std over seeds. Pretraining + evaluation, all runs: {sum(r.wall_s for r in runs) / 60:.0f} min.\n\n"
         + summary_table(runs, references)
         + "\n"
         + "".join(f"![{name}]({path.name})\n" for name, path in plots.items())
