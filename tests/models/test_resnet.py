@@ -94,6 +94,18 @@ def test_cifar_stem_changes_only_conv1() -> None:
     assert all(imagenet[k].shape == cifar[k].shape for k in imagenet if k != "conv1.weight")
 
 
+def test_small_stem_is_the_cifar_stem_with_stride_2() -> None:
+    small = build_backbone("resnet18", stem="small", width=0.25, in_channels=1)
+    cifar = build_backbone("resnet18", stem="cifar", width=0.25, in_channels=1)
+    assert {k: v.shape for k, v in small.state_dict().items()} == {
+        k: v.shape for k, v in cifar.state_dict().items()
+    }
+    assert small.conv1.stride == (2, 2) and cifar.conv1.stride == (1, 1)
+    x = torch.randn(2, 1, 28, 28)
+    assert small.layer1(small.relu(small.bn1(small.conv1(x)))).shape == (2, 16, 14, 14)
+    assert small(x).shape == (2, 128)
+
+
 def test_no_classifier_without_num_classes() -> None:
     model = build_backbone("resnet18")
     assert model.fc is None

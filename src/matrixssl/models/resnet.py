@@ -4,7 +4,7 @@ torchvision cannot be installed next to the CPU torch used here, so the networks
 Module names follow `torchvision.models.resnet*` exactly (conv1, bn1, layer1.0.conv1, layer2.0.downsample.0,
 fc, ...), so a backbone trained here loads into torchvision with `strict=True` (minus `fc` when the model has
 no classifier). Differences are opt-in: a CIFAR stem (3x3 stride-1 conv, no max-pool; only conv1's kernel
-shape changes), a width multiplier, a grayscale input and fewer blocks per stage for fast CPU runs.
+shape changes), a "small" stem (the same conv with stride 2, for 28 px images), a width multiplier, a grayscale input and fewer blocks per stage for fast CPU runs.
 
 The forward pass returns the pooled feature vector (B, num_features), which is what self-supervised methods
 and linear probes consume; a classifier `fc` exists only when `num_classes` is given, and then the forward
@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from matrixssl.errors import MatrixSSLError
 
-STEMS = ("cifar", "imagenet")
+STEMS = ("cifar", "small", "imagenet")
 
 
 def _conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -124,7 +124,9 @@ class ResNet(nn.Module):
         if stem == "imagenet":
             self.conv1 = nn.Conv2d(in_channels, base, kernel_size=7, stride=2, padding=3, bias=False)
         else:
-            self.conv1 = nn.Conv2d(in_channels, base, kernel_size=3, stride=1, padding=1, bias=False)
+            # "small" halves the resolution once: a 28 px image then costs a quarter, which pays for twice the width.
+            stride = 2 if stem == "small" else 1
+            self.conv1 = nn.Conv2d(in_channels, base, kernel_size=3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(base)
         self.relu = nn.ReLU(inplace=True)
         # CIFAR-size images are too small to lose another factor of 2 before the first stage.
