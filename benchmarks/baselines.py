@@ -23,7 +23,8 @@ def main() -> None:
     _, labelled, test = load_splits(config)
     lines = [
         f"Dataset {config.data.name}: probe trained on {len(labelled)} images, tested on {len(test)}; "
-        f"backbone {config.model.backbone} width {config.model.width}, blocks/stage {config.model.blocks_per_stage}.",
+        f"backbone {config.model.backbone} ({config.model.stem} stem) width {config.model.width}, "
+        f"blocks/stage {config.model.blocks_per_stage}.",
         "",
         "| features | dim | linear top-1 (%) | kNN top-1 (%) | effective rank |",
         "|---|---|---|---|---|",

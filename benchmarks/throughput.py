@@ -141,7 +141,7 @@ def main() -> None:
         )
     table = "\n".join(
         [
-            f"Quick config: {config.model.backbone} width {config.model.width}, blocks/stage "
+            f"Quick config: {config.model.backbone} ({config.model.stem} stem) width {config.model.width}, blocks/stage "
             f"{config.model.blocks_per_stage}, {info.name} {info.image_size}px, batch {args.batch_size}, "
             f"{args.steps} timed steps after {args.warmup} warm-up steps.",
             "",

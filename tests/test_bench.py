@@ -10,6 +10,7 @@ from conftest import TINY, mnist_like, write_idx_split
 
 from matrixssl.bench import Run, parse_methods, run_directory, summary_table
 from matrixssl.cli import main
+from matrixssl.config import load_config, to_dict
 from matrixssl.errors import MatrixSSLError
 
 
@@ -23,12 +24,16 @@ def test_parse_methods_reads_seed_counts_and_rejects_nonsense() -> None:
         parse_methods(" , ", 1)
 
 
-def test_run_directory_changes_with_budget_and_overrides() -> None:
+def test_run_directory_changes_with_budget_and_settings() -> None:
     root = Path("runs")
-    base = run_directory(root, "d", "m", 0, 2, [])
-    assert base != run_directory(root, "d", "m", 0, 3, [])
-    assert base != run_directory(root, "d", "m", 0, 2, ["data.subset=10"])
-    assert base != run_directory(root, "d", "m", 1, 2, [])
+    settings = to_dict(load_config(None))
+    base = run_directory(root, "d", "m", 0, 2, settings)
+    assert base == run_directory(root, "d", "m", 0, 2, to_dict(load_config(None)))
+    assert base != run_directory(root, "d", "m", 0, 3, settings)
+    assert base != run_directory(root, "d", "m", 1, 2, settings)
+    # An override, an edited config file or a new built-in default all change the resolved settings.
+    assert base != run_directory(root, "d", "m", 0, 2, to_dict(load_config(None, ["data.subset=10"])))
+    assert base != run_directory(root, "d", "m", 0, 2, to_dict(load_config(None, ["model.width=0.25"])))
 
 
 def test_summary_table_mean_std_failures_and_references() -> None:

@@ -209,15 +209,16 @@ def machine_header(title: str) -> str:
 
 
 def run_directory(
-    root: Path, dataset: str, method: str, seed: int, epochs: int, overrides: list[str]
+    root: Path, dataset: str, method: str, seed: int, epochs: int, settings: dict[str, Any]
 ) -> Path:
-    """One folder per (method, seed, budget, overrides): a changed budget never reuses a stale result."""
-    tag = hashlib.sha1(" ".join(overrides).encode()).hexdigest()[:8] if overrides else "default"
+    """One folder per (method, seed, budget, resolved settings): a changed budget, override, config file or
+    built-in default never reuses a stale result."""
+    tag = hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return root / dataset / f"{method}_e{epochs}_{tag}_seed{seed}"
 
 
 def run_bench(args: Any) -> int:
-    from matrixssl.config import load_config
+    from matrixssl.config import load_config, to_dict
     from matrixssl.eval.baselines import reference_baselines
 
     if args.epochs < 1:
@@ -228,8 +229,10 @@ def run_bench(args: Any) -> int:
     runs: list[Run] = []
     total = sum(seeds for _, seeds in plan)
     for method, seeds in plan:
+        settings = to_dict(load_config(configs[method], args.overrides))
+        settings.pop("output_dir")
         for seed in range(seeds):
-            output = run_directory(Path(args.runs), args.dataset, method, seed, args.epochs, args.overrides)
+            output = run_directory(Path(args.runs), args.dataset, method, seed, args.epochs, settings)
             run = Run(method, seed, output)
             print(f"[{len(runs) + 1}/{total}] {method} seed {seed} -> {output}", file=sys.stderr, flush=True)
             command = pretrain_command(configs[method], output, seed, args.epochs, args.overrides)
@@ -249,7 +252,7 @@ def run_bench(args: Any) -> int:
         machine_header(f"Method comparison on {args.dataset}")
         + f"Same budget for every method: {args.epochs} epochs on "
         + (f"the first {d.subset} training images" if d.subset else "the whole training set")
-        + f", batch {d.batch_size}, backbone {m.backbone} (width {m.width}, blocks/stage {m.blocks_per_stage}); "
+        + f", batch {d.batch_size}, backbone {m.backbone} ({m.stem} stem, width {m.width}, blocks/stage {m.blocks_per_stage}); "
         + "each method's own config from `configs/<dataset>/<method>.yaml`, untuned. Linear probe and kNN "
         + "(k=20) test top-1 (probes trained on the same training images) and the backbone-feature effective "
         + f"rank; mean ± std over seeds. Pretraining + evaluation, all runs: {sum(r.wall_s for r in runs) / 60:.0f} min.\n\n"

@@ -34,8 +34,8 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     backbone: str = "resnet18"
-    stem: str = "cifar"
-    width: float = 0.25
+    stem: str = "small"  # cifar | small (stride 2, for 28 px) | imagenet
+    width: float = 0.5
     blocks_per_stage: int | None = 1  # None: the architecture's own depth (2,2,2,2 for resnet18)
     zero_init_residual: bool = True
     projector_hidden_dim: int = 512
@@ -105,13 +105,16 @@ class OptimConfig:
 
 @dataclass
 class TeacherConfig:
+    """EMA momentum, cosine from base to final; 0 and 0 make the teacher the detached student (no copy, no
+    teacher forward pass: 25% faster on the quick run, but 0.9 point lower linear probe there)."""
+
     base_momentum: float = 0.99
     final_momentum: float = 1.0
 
 
 @dataclass
 class TrainerConfig:
-    max_epochs: int = 4
+    max_epochs: int = 6
     accelerator: str = "auto"
     devices: str = "auto"
     num_nodes: int = 1

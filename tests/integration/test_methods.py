@@ -113,8 +113,8 @@ def test_bad_method_hyperparameters_name_their_key(override: str, message: str) 
         load_config(None, [override])
 
 
-def build(method: str) -> torch.nn.Module:
-    config = load_config(None, [*TINY, f"loss.method={method}"])
+def build(method: str, *overrides: str) -> torch.nn.Module:
+    config = load_config(None, [*TINY, f"loss.method={method}", *overrides])
     return METHODS[method](config, INFO, steps_per_epoch=10)
 
 
@@ -126,6 +126,29 @@ def test_teachers_and_heads_per_method() -> None:
     # VICReg's expander ends in a Linear layer: its variance term needs the raw scale.
     assert isinstance(build("vicreg").projector.layers[-1], torch.nn.Linear)
     assert isinstance(build("barlow_twins").projector.layers[-1], torch.nn.BatchNorm1d)
+
+
+def test_a_teacher_with_momentum_zero_is_the_detached_student() -> None:
+    torch.manual_seed(0)
+    config = load_config(None, [*TINY, "teacher.base_momentum=0.5", "teacher.final_momentum=0.5"])
+    explicit = METHODS["matrix_ssl"](config, INFO, steps_per_epoch=10)
+    shortcut = build("matrix_ssl", "teacher.base_momentum=0", "teacher.final_momentum=0")
+    assert shortcut.teacher is None and not any(k.startswith("teacher.") for k in shortcut.state_dict())
+    student = torch.nn.Sequential(explicit.backbone, explicit.projector)
+    with torch.no_grad():  # the student moves; an update with momentum 0 makes the EMA teacher a copy again
+        for p in student.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    explicit.teacher.update(student, 0.0)
+    shortcut.load_state_dict({k: v for k, v in explicit.state_dict().items() if not k.startswith("teacher.")})
+    views = [torch.randn(8, 1, 28, 28), torch.randn(8, 1, 28, 28)]
+    online = [shortcut.projector(shortcut.backbone(v)) for v in views]
+    expected = explicit.teacher_outputs(views, [])
+    got = shortcut.teacher_outputs(views, online)
+    assert all(not g.requires_grad for g in got)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e)
+    no_teacher = build("simclr", "teacher.base_momentum=0", "teacher.final_momentum=0")
+    assert no_teacher.teacher_outputs(views, online) == []  # methods without a teacher get no targets
 
 
 def test_mec_lambda_warmup_schedule() -> None:

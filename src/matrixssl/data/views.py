@@ -51,6 +51,9 @@ def view_config_for(
     if image_size <= 32:
         # Blurring a 28-32 px image destroys it; the CIFAR literature drops blur and keeps solarisation.
         config = ViewConfig(**{**vars(config), "blur_probability": (0.0, 0.0)})
+    if dataset == "fashion-mnist":
+        # Measured at the quick budget: crops of at least a quarter of a 28 px garment beat 0.2 by ~0.9 point.
+        config = ViewConfig(**{**vars(config), "crop_scale": (0.25, 1.0)})
     if dataset in DIGITS:
         config = ViewConfig(**{**vars(config), "flip_probability": 0.0, "crop_scale": (0.3, 1.0)})
     return config

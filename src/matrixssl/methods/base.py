@@ -72,7 +72,15 @@ class SSLMethod(L.LightningModule):
             **depth,
         )
         self.projector = Projector(self.backbone.num_features, m.projector_hidden_dim, m.projector_dim)
-        self.teacher = EMATeacher(nn.Sequential(self.backbone, self.projector)) if self.uses_teacher else None
+        t = config.teacher
+        # With momentum 0 throughout, the teacher is the student: its outputs are the online projections,
+        # detached, so no copy is kept and no extra forward pass is made (see `teacher_outputs`).
+        self.teacher_is_student = self.uses_teacher and t.base_momentum == 0 and t.final_momentum == 0
+        self.teacher = (
+            EMATeacher(nn.Sequential(self.backbone, self.projector))
+            if self.uses_teacher and not self.teacher_is_student
+            else None
+        )
         self.probe = nn.Sequential(
             nn.BatchNorm1d(self.backbone.num_features, affine=False),
             nn.Linear(self.backbone.num_features, info.num_classes),
@@ -106,10 +114,7 @@ class SSLMethod(L.LightningModule):
         view_1, view_2, labels = self.make_views(batch)
         features = [self.backbone(v) for v in (view_1, view_2)]
         online = [self.projector(f) for f in features]
-        teacher: list[Tensor] = []
-        if self.teacher is not None:
-            with torch.no_grad():
-                teacher = [self.teacher(v) for v in (view_1, view_2)]
+        teacher = self.teacher_outputs([view_1, view_2], online)
         self._stop_if_not_finite("the embeddings", *online)
         terms = self.loss_from_views(online, teacher)
         loss = terms["loss"]
@@ -129,6 +134,15 @@ class SSLMethod(L.LightningModule):
             self.log("train/effective_rank", effective_rank(covariance(reference.detach())), sync_dist=True)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)  # type: ignore[union-attr]
         return loss + probe_loss
+
+    def teacher_outputs(self, views: list[Tensor], online: list[Tensor]) -> list[Tensor]:
+        """Targets per view: the EMA teacher's, the detached online projections, or none for such methods."""
+        if self.teacher is not None:
+            with torch.no_grad():
+                return [self.teacher(v) for v in views]
+        if self.teacher_is_student:
+            return [z.detach() for z in online]
+        return []
 
     def _stop_if_not_finite(self, what: str, *values: Tensor) -> None:
         """Diverged training (NaN/Inf weights or loss) stops with the step and where to resume from."""
