@@ -217,8 +217,21 @@ def run_directory(
     return root / dataset / f"{method}_e{epochs}_{tag}_seed{seed}"
 
 
-def run_bench(args: Any) -> int:
+def resolved_settings(config: Path, overrides: list[str]) -> dict[str, Any]:
+    """The run's full settings (minus where it is written); a config that does not load still gets its run,
+    which then fails with the config's own message and becomes a failed row."""
     from matrixssl.config import load_config, to_dict
+
+    try:
+        settings = to_dict(load_config(config, overrides))
+    except MatrixSSLError as error:
+        return {"unloadable": str(error)}
+    settings.pop("output_dir")
+    return settings
+
+
+def run_bench(args: Any) -> int:
+    from matrixssl.config import load_config
     from matrixssl.eval.baselines import reference_baselines
 
     if args.epochs < 1:
@@ -229,8 +242,7 @@ def run_bench(args: Any) -> int:
     runs: list[Run] = []
     total = sum(seeds for _, seeds in plan)
     for method, seeds in plan:
-        settings = to_dict(load_config(configs[method], args.overrides))
-        settings.pop("output_dir")
+        settings = resolved_settings(configs[method], args.overrides)
         for seed in range(seeds):
             output = run_directory(Path(args.runs), args.dataset, method, seed, args.epochs, settings)
             run = Run(method, seed, output)

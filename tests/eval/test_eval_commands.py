@@ -164,7 +164,8 @@ def test_export_writes_the_checkpoints_backbone(
     saved = torch.load(checkpoint, weights_only=True)["state_dict"]
     backbone = {k.removeprefix("backbone."): v for k, v in saved.items() if k.startswith("backbone.")}
     code, _, err = run(capsys, "export", checkpoint, tmp_path / "tv.pth", "--format", "torchvision")
-    assert code == 0 and "cifar stem" in err and "width 0.125" in err  # not a standard torchvision ResNet
+    assert code == 0 and "width 0.125" in err  # not torchvision's network
+    assert "small stem (3x3 conv1 with stride 2" in err
     exported = torch.load(tmp_path / "tv.pth", weights_only=True)
     assert exported.keys() == backbone.keys() and all(torch.equal(exported[k], backbone[k]) for k in backbone)
 

@@ -147,7 +147,7 @@ def test_detectron2_file_is_the_pickled_weights_dict(tmp_path: Path) -> None:
 def test_differences_from_the_standard_network_are_named() -> None:
     small = build_backbone("resnet18", stem="cifar", width=0.5, in_channels=1, blocks=(1, 1, 1, 1))
     assert torchvision_differences(small) == [
-        "cifar stem (3x3 conv1, no max-pool)",
+        "cifar stem (3x3 conv1 with stride 1, no max-pool)",
         "1 input channel(s)",
         "width 0.5",
         "(1, 1, 1, 1) blocks per stage",

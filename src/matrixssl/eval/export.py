@@ -56,7 +56,8 @@ def torchvision_differences(backbone: ResNet) -> list[str]:
     """Where the backbone differs from a standard torchvision/detectron2 ResNet (empty: it loads as is)."""
     differences = []
     if backbone.stem != "imagenet":
-        differences.append(f"{backbone.stem} stem (3x3 conv1, no max-pool)")
+        stride = backbone.conv1.stride[0]
+        differences.append(f"{backbone.stem} stem (3x3 conv1 with stride {stride}, no max-pool)")
     if backbone.conv1.in_channels != 3:
         differences.append(f"{backbone.conv1.in_channels} input channel(s)")
     if backbone.width != 1.0:
