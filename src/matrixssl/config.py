@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -242,9 +243,7 @@ def validate(config: Config) -> None:
         "optim.base_lr": config.optim.base_lr,
         "trainer.checkpoint_every_n_epochs": config.trainer.checkpoint_every_n_epochs,
     }
-    for key, value in positive.items():
-        if value <= 0:
-            raise MatrixSSLError(f"config key '{key}' must be positive, got {value}")
+    _require(positive, lambda value: value > 0, "positive")
     if config.data.batch_size < 2:
         raise MatrixSSLError(
             "config key 'data.batch_size' must be at least 2: the losses use batch statistics"
@@ -273,9 +272,7 @@ def _validate_loss(loss: LossConfig) -> None:
         "loss.mec.eps_squared": loss.mec.eps_squared,
         "loss.tcr.eps_squared": loss.tcr.eps_squared,
     }
-    for key, value in positive.items():
-        if value <= 0:
-            raise MatrixSSLError(f"config key '{key}' must be positive, got {value}")
+    _require(positive, lambda value: value > 0, "positive")
     non_negative = {
         "loss.barlow_twins.off_diagonal_weight": loss.barlow_twins.off_diagonal_weight,
         "loss.vicreg.invariance_weight": loss.vicreg.invariance_weight,
@@ -284,9 +281,14 @@ def _validate_loss(loss: LossConfig) -> None:
         "loss.mec.lambda_warmup_epochs": loss.mec.lambda_warmup_epochs,
         "loss.tcr.invariance_weight": loss.tcr.invariance_weight,
     }
-    for key, value in non_negative.items():
-        if value < 0:
-            raise MatrixSSLError(f"config key '{key}' must be >= 0, got {value}")
+    _require(non_negative, lambda value: value >= 0, ">= 0")
+
+
+def _require(values: dict[str, float], holds: Callable[[float], bool], what: str) -> None:
+    """One message per key whose value breaks the range: "config key 'K' must be WHAT, got V"."""
+    for key, value in values.items():
+        if not holds(value):
+            raise MatrixSSLError(f"config key '{key}' must be {what}, got {value}")
 
 
 def to_dict(config: Config) -> dict[str, Any]:

@@ -29,6 +29,14 @@ class ProbeResult:
     classifier: nn.Module
 
 
+def zero_linear(in_features: int, num_classes: int) -> nn.Linear:
+    """A classifier head starting at zero: every class equally likely, whatever the features' scale."""
+    linear = nn.Linear(in_features, num_classes)
+    nn.init.zeros_(linear.weight)
+    nn.init.zeros_(linear.bias)
+    return linear
+
+
 def linear_probe(
     train_features: Tensor,
     train_labels: Tensor,
@@ -53,10 +61,9 @@ def linear_probe(
     generator = torch.Generator().manual_seed(seed)
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
     x_train, x_test = train_features.float(), test_features.float()
-    linear = nn.Linear(x_train.shape[1], num_classes)
-    nn.init.zeros_(linear.weight)
-    nn.init.zeros_(linear.bias)
-    classifier = nn.Sequential(nn.BatchNorm1d(x_train.shape[1], affine=False), linear)
+    classifier = nn.Sequential(
+        nn.BatchNorm1d(x_train.shape[1], affine=False), zero_linear(x_train.shape[1], num_classes)
+    )
     opt: torch.optim.Optimizer
     if optimizer == "lars":
         opt = LARS(parameter_groups(classifier, weight_decay), lr=lr, momentum=0.9, weight_decay=weight_decay)
