@@ -2,7 +2,8 @@
 
 "ours": uint8 batches, both views made batched on the training device (kornia), the optimised MatrixSSLLoss.
 "per-image": the same model fed by per-image PIL augmentation (random resized crop + flip, two views) in a
-DataLoader worker, with the loss written the obvious way (`matrixssl.losses.reference`).
+DataLoader worker, with the loss written the obvious way (`matrixssl.losses.reference`). Both run at the quick
+config's precision and memory format; a third row is "ours" in float32 with NCHW tensors, the previous defaults.
 A step is everything: views, both online branches, the teacher, loss, backward, optimiser step, EMA update.
 "backbone share" is the time of the backbone's forward + backward on both views (measured alone, same batch)
 over the step time; the rest is views, heads, teacher, loss, optimiser and EMA.
@@ -28,7 +29,7 @@ from matrixssl.config import load_config
 from matrixssl.data import ImageDataset, load_dataset
 from matrixssl.losses.reference import reference_matrix_ssl_loss
 from matrixssl.methods.matrix_ssl import MatrixSSL
-from matrixssl.train import dataset_info
+from matrixssl.train import dataset_info, training_precision
 
 
 class PerImageViews(Dataset[tuple[Tensor, Tensor, int]]):
@@ -82,10 +83,11 @@ class StepTimer(L.Callback):
         return (times[-1] - times[0]) / (len(times) - 1)
 
 
-def run(model: MatrixSSL, loader: DataLoader, steps: int, warmup: int) -> float:
+def run(model: MatrixSSL, loader: DataLoader, steps: int, warmup: int, precision: str) -> float:
     timer = StepTimer(warmup)
     trainer = L.Trainer(
         max_steps=steps + warmup + 1,
+        precision=precision,  # type: ignore[arg-type]
         accelerator="auto",
         devices=1,
         logger=False,
@@ -99,12 +101,16 @@ def run(model: MatrixSSL, loader: DataLoader, steps: int, warmup: int) -> float:
     return timer.seconds_per_step()
 
 
-def backbone_seconds(model: MatrixSSL, batch_size: int, channels: int, size: int, repeats: int = 5) -> float:
+def backbone_seconds(
+    model: MatrixSSL, batch_size: int, channels: int, size: int, bf16: bool, repeats: int = 5
+) -> float:
     views = [model._input(torch.randn(batch_size, channels, size, size)) for _ in range(2)]
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        sum(model.backbone(v).sum() for v in views).backward()  # type: ignore[union-attr]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            total = sum(model.backbone(v).float().sum() for v in views)
+        total.backward()  # type: ignore[union-attr]
         best = min(best, time.perf_counter() - start)
     model.zero_grad(set_to_none=True)
     return best
@@ -116,25 +122,33 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args()
-    config = load_config(None, [f"data.batch_size={args.batch_size}", "trainer.max_epochs=1"])
+    overrides = [f"data.batch_size={args.batch_size}", "trainer.max_epochs=1"]
+    config = load_config(None, overrides)
     data = load_dataset(config.data.name, config.data.dir, "train", subset=args.batch_size * (args.steps + 8))
     info = dataset_info(data)
+    precision = training_precision(config)
     steps_per_epoch = len(data) // args.batch_size
     rows = []
     torch.manual_seed(0)
     ours = MatrixSSL(config, info, steps_per_epoch)
     ours_loader = DataLoader(data, batch_size=args.batch_size, shuffle=True, drop_last=True)
-    t_ours = run(ours, ours_loader, args.steps, args.warmup)
-    t_backbone = backbone_seconds(ours, args.batch_size, info.channels, info.image_size)
+    t_ours = run(ours, ours_loader, args.steps, args.warmup, precision)
+    t_backbone = backbone_seconds(
+        ours, args.batch_size, info.channels, info.image_size, bf16=precision == "bf16-mixed"
+    )
     torch.manual_seed(0)
     baseline = PerImageMatrixSSL(config, info, steps_per_epoch)
     baseline_loader = DataLoader(
         PerImageViews(data), batch_size=args.batch_size, shuffle=True, drop_last=True, num_workers=1
     )
-    t_base = run(baseline, baseline_loader, args.steps, args.warmup)
+    t_base = run(baseline, baseline_loader, args.steps, args.warmup, precision)
+    plain = load_config(None, [*overrides, "model.channels_last=false", "trainer.precision=32-true"])
+    torch.manual_seed(0)
+    t_plain = run(MatrixSSL(plain, info, steps_per_epoch), ours_loader, args.steps, args.warmup, "32-true")
     for name, seconds in (
         ("ours: batched views + fast loss", t_ours),
         ("per-image PIL views + straightforward loss", t_base),
+        ("ours in float32, NCHW (no bf16 autocast, no channels_last)", t_plain),
     ):
         rows.append(
             f"| {name} | {args.batch_size / seconds:.0f} | {1e3 * seconds:.0f} | {t_backbone / seconds:.2f} |"
@@ -143,13 +157,13 @@ def main() -> None:
         [
             f"Quick config: {config.model.backbone} ({config.model.stem} stem) width {config.model.width}, blocks/stage "
             f"{config.model.blocks_per_stage}, {info.name} {info.image_size}px, batch {args.batch_size}, "
-            f"{args.steps} timed steps after {args.warmup} warm-up steps.",
+            f"precision {precision}, channels_last {config.model.channels_last}, {args.steps} timed steps after {args.warmup} warm-up steps.",
             "",
             "| pipeline | images/s | ms/step | backbone fwd+bwd share of step |",
             "|---|---|---|---|",
             *rows,
             "",
-            f"Speed-up: {t_base / t_ours:.2f}x. Backbone forward+backward alone (both views): {1e3 * t_backbone:.0f} ms.",
+            f"Speed-up: {t_base / t_ours:.2f}x over per-image views, {t_plain / t_ours:.2f}x over float32 NCHW. Backbone forward+backward alone (both views): {1e3 * t_backbone:.0f} ms.",
             "",
         ]
     )

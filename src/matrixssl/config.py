@@ -42,7 +42,7 @@ class ModelConfig:
     projector_hidden_dim: int = 512
     projector_dim: int = 128
     predictor_hidden_dim: int = 64
-    channels_last: bool = False  # faster on GPUs; measured slower for small ResNets on this CPU
+    channels_last: bool = True  # NHWC activations: faster on GPUs and, for the quick run, 1.2x on this CPU
 
 
 @dataclass
@@ -113,14 +113,19 @@ class TeacherConfig:
     final_momentum: float = 1.0
 
 
+# Lightning's training precisions that the losses support (matrix functions always run in float32); "auto" is
+# resolved by `matrixssl.train.training_precision`.
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "64-true")
+
+
 @dataclass
 class TrainerConfig:
-    max_epochs: int = 6
+    max_epochs: int = 9
     accelerator: str = "auto"
     devices: str = "auto"
     num_nodes: int = 1
     strategy: str = "auto"
-    precision: str = "32-true"
+    precision: str = "auto"  # see PRECISIONS; auto: bf16-mixed where the device computes bf16 natively
     checkpoint_every_n_epochs: int = 1
     seed: int = 0
     log_every_n_steps: int = 20
@@ -255,6 +260,10 @@ def validate(config: Config) -> None:
         raise MatrixSSLError(f"config key 'data.subset' must be at least 2 images, got {config.data.subset}")
     if not 0 <= config.teacher.base_momentum <= config.teacher.final_momentum <= 1:
         raise MatrixSSLError("teacher momenta must satisfy 0 <= base_momentum <= final_momentum <= 1")
+    if config.trainer.precision not in PRECISIONS:
+        raise MatrixSSLError(
+            f"config key 'trainer.precision' must be one of {', '.join(PRECISIONS)}, got {config.trainer.precision!r}"
+        )
     if config.optim.optimizer not in ("sgd", "lars"):
         raise MatrixSSLError(
             f"config key 'optim.optimizer' must be sgd or lars, got {config.optim.optimizer!r}"

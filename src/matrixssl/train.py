@@ -83,6 +83,20 @@ def _uses_gpu(config: Config) -> bool:
     return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
 
 
+def training_precision(config: Config) -> str:
+    """`trainer.precision`, with "auto" resolved: bf16-mixed where the device has native bf16 arithmetic (a GPU
+    that supports it; a CPU with AVX512-BF16 or AMX, where it made the quick run's step 1.3x faster), else 32-true
+    (elsewhere bf16 is emulated, and slower than float32)."""
+    if config.trainer.precision != "auto":
+        return config.trainer.precision
+    if _uses_gpu(config):
+        native = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    else:
+        capabilities = torch.cpu.get_capabilities()
+        native = bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
+    return "bf16-mixed" if native else "32-true"
+
+
 def checkpoint_dir(config: Config) -> Path:
     return Path(config.output_dir) / "checkpoints"
 
@@ -164,7 +178,7 @@ def pretrain(config: Config, resume: bool = False) -> dict[str, Any]:
         num_nodes=t.num_nodes,
         strategy=("ddp" if devices > 1 else "auto") if t.strategy == "auto" else t.strategy,
         sync_batchnorm=devices > 1 and _uses_gpu(config),  # PyTorch has no SyncBatchNorm on CPU
-        precision=t.precision,  # type: ignore[arg-type]
+        precision=training_precision(config),  # type: ignore[arg-type]
         callbacks=[checkpoints],
         logger=_loggers(output),
         plugins=[AtomicCheckpointIO()],
@@ -195,6 +209,7 @@ def pretrain(config: Config, resume: bool = False) -> dict[str, Any]:
         {
             "method": config.loss.method,
             "dataset": config.data.name,
+            "precision": training_precision(config),
             "epochs": trainer.current_epoch,
             "global_step": trainer.global_step,
             "online_probe_top1": _last_logged(trainer, "val/probe_top1"),

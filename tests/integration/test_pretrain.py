@@ -19,7 +19,9 @@ import torch
 from conftest import TINY, mnist_like, override, write_idx_split
 
 from matrixssl.cli import main
+from matrixssl.config import load_config
 from matrixssl.losses import MatrixSSLLoss
+from matrixssl.train import training_precision
 
 
 @pytest.fixture
@@ -54,15 +56,18 @@ def test_resume_after_kill_neither_repeats_nor_loses_epochs(data_dir: Path, tmp_
     output = tmp_path / "run"
     command = [sys.executable, "-m", "matrixssl.cli", *args(data_dir, output, "trainer.max_epochs=4")]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first = output / "checkpoints" / "epoch=0.ckpt"
-    deadline = time.monotonic() + 240
-    while not first.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert first.exists(), "the first epoch checkpoint never appeared"
-    killed_at = torch.load(output / "checkpoints" / "last.ckpt", weights_only=False)["epoch"]
+    log = tmp_path / "killed_run.log"
+    with log.open("w") as stderr:
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        # last.ckpt is renamed into place after the epoch checkpoint, so once it exists it is complete.
+        last = output / "checkpoints" / "last.ckpt"
+        deadline = time.monotonic() + 240
+        while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert last.exists(), f"no checkpoint appeared; the run's stderr ends with:\n{log.read_text()[-2000:]}"
+    killed_at = torch.load(last, weights_only=False)["epoch"]
     assert killed_at < 3, "the run finished before it could be killed; nothing was tested"
     assert main(args(data_dir, output, "trainer.max_epochs=4", "--resume")) == 0
     final = torch.load(output / "checkpoints" / "last.ckpt", weights_only=False)
@@ -126,3 +131,23 @@ def test_loss_settings_rejected_by_the_loss_are_one_line(data_dir: Path, tmp_pat
     err = capsys.readouterr().err
     assert "invalid settings for matrix_ssl: ridge must be > 0 for the exact matrix log" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "capabilities,expected",
+    [({"avx512_bf16": True}, "bf16-mixed"), ({"amx_bf16": True}, "bf16-mixed"), ({"avx2": True}, "32-true")],
+)
+def test_auto_precision_is_bf16_only_where_the_cpu_has_it(monkeypatch, capabilities, expected) -> None:
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities)
+    assert training_precision(load_config(None, ["trainer.accelerator=cpu"])) == expected
+    explicit = load_config(None, ["trainer.accelerator=cpu", "trainer.precision=32-true"])
+    assert training_precision(explicit) == "32-true"
+
+
+def test_bf16_mixed_training_runs_and_is_recorded(data_dir: Path, tmp_path: Path) -> None:
+    # On a CPU without native bf16 this is emulated: slower, but it must still train and evaluate.
+    output = tmp_path / "run"
+    assert main(args(data_dir, output, "trainer.max_epochs=1", "trainer.precision=bf16-mixed")) == 0
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["precision"] == "bf16-mixed" and metrics["global_step"] == 64 // 16
+    assert 0.0 <= metrics["linear_top1"] <= 100.0
