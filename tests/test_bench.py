@@ -12,6 +12,7 @@ from matrixssl.bench import Run, parse_methods, run_directory, summary_table
 from matrixssl.cli import main
 from matrixssl.config import load_config, to_dict
 from matrixssl.errors import MatrixSSLError
+from matrixssl.train import training_precision
 
 
 def test_parse_methods_reads_seed_counts_and_rejects_nonsense() -> None:
@@ -73,6 +74,7 @@ def test_bench_end_to_end_reports_a_crashed_method_and_reuses_finished_runs(tmp_
     assert "| matrix_ssl | 2 | 1 |" in report
     assert "| broken (seed 0) | failed | | | exit 2: matrixssl: error: unknown method 'nope'" in report
     assert "*raw pixels* (reference)" in report and "*random weights* (reference)" in report
+    assert f"channels_last True), precision {training_precision(load_config(None, []))};" in report
     assert (tmp_path / "results" / "fashion-mnist_curves.png").stat().st_size > 0
     assert (tmp_path / "results" / "fashion-mnist_spectra.png").stat().st_size > 0
     progress = capsys.readouterr().err

@@ -14,12 +14,13 @@ from typing import Any
 
 import lightning as L
 import torch
+import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader
 
-from matrixssl.config import Config, to_yaml
+from matrixssl.config import Config, to_dict, to_yaml
 from matrixssl.data import ImageDataset, load_dataset
 from matrixssl.errors import MatrixSSLError
 from matrixssl.eval.features import extract_features
@@ -121,6 +122,56 @@ def _check_resumable(path: Path, model: SSLMethod) -> None:
         )
 
 
+# What a resumed run may change: where data and outputs live, the hardware, the epoch count (the schedules then
+# stretch to the new end), logging and evaluation. Any other change would mix two different runs in one.
+CHANGEABLE_ON_RESUME = (
+    "output_dir",
+    "data.dir",
+    "data.num_workers",
+    "trainer.accelerator",
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.strategy",
+    "trainer.precision",
+    "trainer.max_epochs",
+    "trainer.progress_bar",
+    "trainer.log_every_n_steps",
+    "trainer.checkpoint_every_n_epochs",
+    "eval.",
+)
+
+
+def _check_same_settings(saved: Path, config: Config) -> None:
+    """Refuse to resume a run under settings other than its own (e.g. a run left by an older quick config)."""
+    if not saved.exists():
+        return
+    try:
+        before = _flatten(yaml.safe_load(saved.read_text()) or {})
+    except yaml.YAMLError:
+        raise MatrixSSLError(f"{saved} is not valid YAML; restore it or use another output_dir") from None
+    now = _flatten(to_dict(config))
+    differing = [
+        f"{key}: {before.get(key)!r} -> {now.get(key)!r}"
+        for key in sorted(set(before) | set(now))
+        if before.get(key) != now.get(key) and not key.startswith(CHANGEABLE_ON_RESUME)
+    ]
+    if differing:
+        raise MatrixSSLError(
+            f"{saved.parent} holds a run with other settings ({'; '.join(differing[:3])}); resume it with its own "
+            f"settings (--config {saved}) or start a new run in another output_dir"
+        )
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def pretrain(config: Config, resume: bool = False) -> dict[str, Any]:
     """Pretrain, evaluate the backbone (linear probe, kNN, effective rank) and write metrics.json."""
     started = time.perf_counter()
@@ -150,6 +201,7 @@ def pretrain(config: Config, resume: bool = False) -> dict[str, Any]:
     except ValueError as error:  # a loss or model rejecting its settings is a config mistake
         raise MatrixSSLError(f"invalid settings for {config.loss.method}: {error}") from None
     if resume:
+        _check_same_settings(output / "config.yaml", config)
         _check_resumable(last, model)
     output.mkdir(parents=True, exist_ok=True)
     (output / "config.yaml").write_text(to_yaml(config))

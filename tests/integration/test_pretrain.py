@@ -75,6 +75,20 @@ def test_resume_after_kill_neither_repeats_nor_loses_epochs(data_dir: Path, tmp_
     assert json.loads((output / "metrics.json").read_text())["epochs"] == 4
 
 
+def test_resume_under_other_settings_is_refused(data_dir: Path, tmp_path: Path, capsys) -> None:
+    output = tmp_path / "run"
+    assert main(args(data_dir, output, "trainer.max_epochs=1")) == 0
+    capsys.readouterr()
+    # A finished run left by another config (here: another gamma) must not be continued as if it were this one.
+    assert main(args(data_dir, output, "trainer.max_epochs=2", "loss.gamma=0.5", "--resume")) == 2
+    err = capsys.readouterr().err
+    assert "holds a run with other settings (loss.gamma: 1.0 -> 0.5)" in err and err.count("\n") == 1
+    # More epochs, another precision or other evaluation settings are fine.
+    extended = ["trainer.max_epochs=2", "trainer.precision=32-true", "eval.knn_k=5", "--resume"]
+    assert main(args(data_dir, output, *extended)) == 0
+    assert json.loads((output / "metrics.json").read_text())["epochs"] == 2
+
+
 def test_user_mistakes_exit_2_with_one_message(data_dir: Path, tmp_path: Path, capsys, monkeypatch) -> None:
     override(monkeypatch, "fashion-mnist", system_dir=None)  # the machine's own copy must not be found
     cases = [
@@ -95,6 +109,9 @@ def test_corrupt_and_mismatched_checkpoints_are_refused(data_dir: Path, tmp_path
     assert main(args(data_dir, output, "trainer.max_epochs=1")) == 0
     last = output / "checkpoints" / "last.ckpt"
     good = last.read_bytes()
+    assert main(args(data_dir, output, "trainer.max_epochs=2", "model.width=0.25", "--resume")) == 2
+    assert "other settings (model.width: 0.125 -> 0.25)" in capsys.readouterr().err
+    (output / "config.yaml").unlink()  # without the run's settings, the weights themselves are compared
     assert main(args(data_dir, output, "trainer.max_epochs=2", "model.width=0.25", "--resume")) == 2
     assert "different model configuration" in capsys.readouterr().err
     last.write_bytes(good[: len(good) // 3])
