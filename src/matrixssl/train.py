@@ -146,9 +146,14 @@ def _check_same_settings(saved: Path, config: Config) -> None:
     if not saved.exists():
         return
     try:
-        before = _flatten(yaml.safe_load(saved.read_text()) or {})
+        values = yaml.safe_load(saved.read_text())
     except yaml.YAMLError:
-        raise MatrixSSLError(f"{saved} is not valid YAML; restore it or use another output_dir") from None
+        values = None
+    if not isinstance(values, dict):
+        raise MatrixSSLError(
+            f"{saved} is not a config written by matrixssl; restore it or use another output_dir"
+        )
+    before = _flatten(values)
     now = _flatten(to_dict(config))
     differing = [
         f"{key}: {before.get(key)!r} -> {now.get(key)!r}"

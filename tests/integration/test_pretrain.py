@@ -87,6 +87,10 @@ def test_resume_under_other_settings_is_refused(data_dir: Path, tmp_path: Path, 
     extended = ["trainer.max_epochs=2", "trainer.precision=32-true", "eval.knn_k=5", "--resume"]
     assert main(args(data_dir, output, *extended)) == 0
     assert json.loads((output / "metrics.json").read_text())["epochs"] == 2
+    capsys.readouterr()
+    (output / "config.yaml").write_text("- not\n- a config\n")
+    assert main(args(data_dir, output, "trainer.max_epochs=2", "--resume")) == 2
+    assert "config.yaml is not a config written by matrixssl" in capsys.readouterr().err
 
 
 def test_user_mistakes_exit_2_with_one_message(data_dir: Path, tmp_path: Path, capsys, monkeypatch) -> None:
