@@ -35,9 +35,11 @@ test: setup
 
 # The main job: pretrain Matrix-SSL on Fashion-MNIST with the quick config, evaluate, print the figures.
 # A finished or interrupted run in RUN_DIR is resumed (a finished one is only re-evaluated).
+# RUN_ARGS: extra key=value overrides, e.g. RUN_ARGS=trainer.max_epochs=6 on a CPU without native bf16.
 RUN_DIR ?= runs/fashion-mnist-matrix-ssl
+RUN_ARGS ?=
 run: setup
-	$(BIN)/matrixssl pretrain output_dir=$(RUN_DIR) $$([ -f $(RUN_DIR)/checkpoints/last.ckpt ] && echo --resume)
+	$(BIN)/matrixssl pretrain output_dir=$(RUN_DIR) $(RUN_ARGS) $$([ -f $(RUN_DIR)/checkpoints/last.ckpt ] && echo --resume)
 
 bench: setup
 	$(BIN)/python benchmarks/loss_speed.py
