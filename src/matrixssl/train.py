@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from matrixssl.config import Config, to_dict, to_yaml
 from matrixssl.data import ImageDataset, load_dataset
 from matrixssl.errors import MatrixSSLError
+from matrixssl.eval.checkpoint import mismatched_keys
 from matrixssl.eval.features import extract_features
 from matrixssl.eval.report import evaluate_features
 from matrixssl.files import write_json
@@ -112,10 +113,8 @@ def _check_resumable(path: Path, model: SSLMethod) -> None:
             f"checkpoint {path} is corrupt or unreadable ({type(error).__name__}); delete it to start over, "
             f"or restore an epoch checkpoint from {path.parent} as last.ckpt"
         ) from None
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in weights.items()}
-    if expected != found:
-        differing = sorted(set(expected) ^ set(found)) or [k for k in expected if expected[k] != found[k]]
+    differing = mismatched_keys(model, weights)
+    if differing:
         raise MatrixSSLError(
             f"checkpoint {path} was written by a different model configuration "
             f"(first differing keys: {', '.join(differing[:3])}); resume with the same config or use another output_dir"

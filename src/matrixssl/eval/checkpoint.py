@@ -81,6 +81,13 @@ def _read(path: Path) -> dict[str, Any]:
     return state
 
 
+def mismatched_keys(model: torch.nn.Module, weights: dict[str, Tensor]) -> list[str]:
+    """State-dict keys that are missing, unexpected or of another shape (empty: the weights fit `model`)."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in weights.items()}
+    return sorted(set(expected) ^ set(found)) or [k for k in expected if expected[k] != found[k]]
+
+
 def load_pretrained(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Pretrained:
     """Rebuild the method from the checkpoint's hyperparameters and load its weights (strictly).
 
@@ -98,10 +105,8 @@ def load_pretrained(path: str | Path, overrides: list[str] | tuple[str, ...] = (
     except TypeError:
         raise MatrixSSLError(f"{path} has unreadable dataset info {hyper['info']!r}") from None
     model = method_class(config.loss.method)(config, info, steps_per_epoch=1)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in state["state_dict"].items()}
-    if expected != found:
-        differing = sorted(set(expected) ^ set(found)) or [k for k in expected if expected[k] != found[k]]
+    differing = mismatched_keys(model, state["state_dict"])
+    if differing:
         raise MatrixSSLError(
             f"checkpoint {path} does not match the model its config describes "
             f"(first differing keys: {', '.join(differing[:3])}); drop model.* overrides"
