@@ -203,7 +203,7 @@ def _dotted(key: str, value: Any) -> dict[str, Any]:
     return nested
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path) -> dict[str, Any]:
     try:
         content = yaml.safe_load(path.read_text())
     except OSError as error:
@@ -219,7 +219,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Defaults, then the YAML file at `path` (if any), then `key=value` overrides (values parsed as YAML)."""
-    return config_from_dict(_read_yaml(Path(path)) if path is not None else {}, overrides)
+    return config_from_dict(read_yaml(Path(path)) if path is not None else {}, overrides)
 
 
 def config_from_dict(values: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -14,13 +14,12 @@ from typing import Any
 
 import lightning as L
 import torch
-import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader
 
-from matrixssl.config import Config, to_dict, to_yaml
+from matrixssl.config import Config, read_yaml, to_dict, to_yaml
 from matrixssl.data import ImageDataset, load_dataset
 from matrixssl.errors import MatrixSSLError
 from matrixssl.eval.checkpoint import mismatched_keys
@@ -145,10 +144,10 @@ def _check_same_settings(saved: Path, config: Config) -> None:
     if not saved.exists():
         return
     try:
-        values = yaml.safe_load(saved.read_text())
-    except yaml.YAMLError:
-        values = None
-    if not isinstance(values, dict):
+        values = read_yaml(saved)
+    except MatrixSSLError:  # unreadable, not YAML, or not a mapping
+        values = {}
+    if not values:
         raise MatrixSSLError(
             f"{saved} is not a config written by matrixssl; restore it or use another output_dir"
         )
@@ -219,6 +218,7 @@ def pretrain(config: Config, resume: bool = False) -> dict[str, Any]:
     )
     val_loader = DataLoader(test, batch_size=max(per_device, 256), num_workers=config.data.num_workers)
     t = config.trainer
+    precision = training_precision(config)
     checkpoints = ModelCheckpoint(
         dirpath=checkpoint_dir(config),
         filename="epoch={epoch}",
@@ -234,7 +234,7 @@ def pretrain(config: Config, resume: bool = False) -> dict[str, Any]:
         num_nodes=t.num_nodes,
         strategy=("ddp" if devices > 1 else "auto") if t.strategy == "auto" else t.strategy,
         sync_batchnorm=devices > 1 and _uses_gpu(config),  # PyTorch has no SyncBatchNorm on CPU
-        precision=training_precision(config),  # type: ignore[arg-type]
+        precision=precision,  # type: ignore[arg-type]
         callbacks=[checkpoints],
         logger=_loggers(output),
         plugins=[AtomicCheckpointIO()],
@@ -265,7 +265,7 @@ def pretrain(config: Config, resume: bool = False) -> dict[str, Any]:
         {
             "method": config.loss.method,
             "dataset": config.data.name,
-            "precision": training_precision(config),
+            "precision": precision,
             "epochs": trainer.current_epoch,
             "global_step": trainer.global_step,
             "online_probe_top1": _last_logged(trainer, "val/probe_top1"),
