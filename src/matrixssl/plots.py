@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,23 +35,26 @@ def save_figure(plt: Any, figure: Any, out: Path) -> Path:
     return out
 
 
-def read_epoch_curves(metrics_csv: Path) -> dict[str, list[tuple[int, float]]]:
-    """Per-epoch series from Lightning's metrics.csv: {column: [(epoch, value), ...]}, the last value per epoch."""
+def read_epoch_curves(*metrics_csvs: Path) -> dict[str, list[tuple[int, float]]]:
+    """Per-epoch series from Lightning's metrics.csv: {column: [(epoch, value), ...]}, the last value per epoch.
+
+    Several files (the log versions of a resumed run, oldest first) make one history."""
     series: dict[str, dict[int, float]] = defaultdict(dict)
-    with open(metrics_csv, newline="") as handle:
-        for row in csv.DictReader(handle):
-            if not row.get("epoch"):
-                continue
-            epoch = int(float(row["epoch"]))
-            for key, value in row.items():
-                if key not in ("epoch", "step") and value:
-                    series[key][epoch] = float(value)
+    for metrics_csv in metrics_csvs:
+        with open(metrics_csv, newline="") as handle:
+            for row in csv.DictReader(handle):
+                if not row.get("epoch"):
+                    continue
+                epoch = int(float(row["epoch"]))
+                for key, value in row.items():
+                    if key not in ("epoch", "step") and value:
+                        series[key][epoch] = float(value)
     return {key: sorted(values.items()) for key, values in series.items()}
 
 
-def plot_training_curves(metrics_csv: Path, out: Path) -> Path:
+def plot_training_curves(metrics_csvs: Sequence[Path], out: Path) -> Path:
     """Loss, online-probe accuracy and effective rank against epoch, side by side."""
-    curves = read_epoch_curves(metrics_csv)
+    curves = read_epoch_curves(*metrics_csvs)
     panels = [
         ("loss", ["train/loss_epoch"]),
         ("online probe top-1 (%)", ["val/probe_top1", "train/probe_top1"]),

@@ -258,7 +258,9 @@ def pretrain(config: Config, resume: bool = False) -> dict[str, Any]:
     logs = Path(trainer.logger.log_dir) if trainer.logger and trainer.logger.log_dir else output
     spectrum = covariance_spectrum(train_features)
     plots = {
-        "training_curves": str(plot_training_curves(logs / "metrics.csv", output / "plots" / "training.png")),
+        "training_curves": str(
+            plot_training_curves(log_histories(output), output / "plots" / "training.png")
+        ),
         "spectrum": str(plot_spectra({"backbone features": spectrum}, output / "plots" / "spectrum.png")),
     }
     metrics.update(
@@ -278,6 +280,12 @@ def pretrain(config: Config, resume: bool = False) -> dict[str, Any]:
     )
     write_json(output / "metrics.json", metrics)
     return metrics
+
+
+def log_histories(output: Path) -> list[Path]:
+    """The run's CSV logs, oldest first: each start or resume writes a new `logs/version_N/metrics.csv`."""
+    versions = (output / "logs").glob("version_*/metrics.csv")
+    return sorted(versions, key=lambda path: int(path.parent.name.removeprefix("version_")))
 
 
 def _loggers(output: Path) -> list[Logger]:

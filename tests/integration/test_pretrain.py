@@ -21,7 +21,8 @@ from conftest import TINY, mnist_like, override, write_idx_split
 from matrixssl.cli import main
 from matrixssl.config import load_config
 from matrixssl.losses import MatrixSSLLoss
-from matrixssl.train import training_precision
+from matrixssl.plots import read_epoch_curves
+from matrixssl.train import log_histories, training_precision
 
 
 @pytest.fixture
@@ -73,6 +74,14 @@ def test_resume_after_kill_neither_repeats_nor_loses_epochs(data_dir: Path, tmp_
     final = torch.load(output / "checkpoints" / "last.ckpt", weights_only=False)
     assert final["epoch"] == 3 and final["global_step"] == 4 * (64 // 16)
     assert json.loads((output / "metrics.json").read_text())["epochs"] == 4
+    # The curves join the killed run's log and the resumed one's: one history, every epoch once.
+    curves = read_epoch_curves(*log_histories(output))
+    assert [epoch for epoch, _ in curves["train/loss_epoch"]] == [0, 1, 2, 3]
+    # Resuming the finished run only evaluates it again, with the same result.
+    before = json.loads((output / "metrics.json").read_text())
+    assert main(args(data_dir, output, "trainer.max_epochs=4", "--resume")) == 0
+    after = json.loads((output / "metrics.json").read_text())
+    assert (after["linear_top1"], after["global_step"]) == (before["linear_top1"], before["global_step"])
 
 
 def test_resume_under_other_settings_is_refused(data_dir: Path, tmp_path: Path, capsys) -> None:
