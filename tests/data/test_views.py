@@ -78,7 +78,23 @@ def test_recipes_per_dataset() -> None:
     digits = view_config_for("mnist", 28, 1, (0.13,), (0.31,))
     assert digits.flip_probability == 0.0 and digits.crop_scale == (0.3, 1.0)
     names = [type(op).__name__ for op in TwoViewAugmentation(GRAY).branches[1]]
-    assert "ColorJitter" not in names and "RandomGrayscale" not in names and "RandomSolarize" in names
+    assert "RandomGrayscale" not in names and "RandomSolarize" in names and "ColorJitter" in names
+    # One channel: brightness and contrast jitter only.
+    assert GRAY.jitter == (0.4, 0.4, 0.0, 0.0) and COLOR.jitter == (0.4, 0.4, 0.2, 0.1)
+
+
+def test_grayscale_jitter_changes_intensity_not_shape() -> None:
+    """Two jittered copies of one image differ in brightness/contrast, but stay almost perfectly correlated."""
+    jitter_only = dataclasses.replace(
+        GRAY, crop_scale=(1.0, 1.0), jitter_probability=1.0, flip_probability=0.0, solarize_probability=(0.0, 0.0)
+    )
+    torch.manual_seed(0)
+    view_1, view_2 = TwoViewAugmentation(jitter_only)(batch(1, 28)[:1].expand(64, 1, 28, 28).contiguous())
+    brightness = view_1.mean((1, 2, 3))
+    assert brightness.std() > 0.05  # each image drew its own factors
+    a, b = view_1[0].flatten(), view_1[1].flatten()
+    correlation = torch.corrcoef(torch.stack([a, b]))[0, 1]
+    assert correlation > 0.95  # not 1: values pushed past black or white are clipped
 
 
 def test_views_stay_float32_under_autocast() -> None:

@@ -2,7 +2,8 @@
 
 The official Matrix-SSL/MEC recipe is the asymmetric MoCo v3 / BYOL pair: random resized crop (scale 0.2-1),
 colour jitter (0.4, 0.4, 0.2, 0.1) with p 0.8, grayscale p 0.2, horizontal flip, then view 1 always blurred
-and view 2 blurred with p 0.1 and solarised with p 0.2. Every image draws its own random parameters. Making
+and view 2 blurred with p 0.1 and solarised with p 0.2. Grayscale data keeps the brightness/contrast part of
+the jitter. Every image draws its own random parameters. Making
 the views batched on the training device means GPUs are not starved by per-image CPU workers, and on a CPU
 it replaces thousands of small PIL calls by a few tensor operations.
 """
@@ -22,7 +23,8 @@ DIGITS = ("mnist",)  # mirrored digits are different digits: no flips
 
 @dataclass(frozen=True)
 class ViewConfig:
-    """Which augmentations apply, per dataset; `color=False` for grayscale data (no jitter, no grayscale)."""
+    """Which augmentations apply, per dataset; `color=False` for grayscale data (no grayscale op, and the
+    jitter keeps only brightness and contrast, the two that mean something on one channel)."""
 
     crop_size: int
     channels: int
@@ -30,6 +32,7 @@ class ViewConfig:
     std: tuple[float, ...]
     crop_scale: tuple[float, float] = (0.2, 1.0)
     color: bool = True
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)  # brightness, contrast, saturation, hue
     jitter_probability: float = 0.8
     grayscale_probability: float = 0.2
     flip_probability: float = 0.5
@@ -48,6 +51,10 @@ def view_config_for(
 ) -> ViewConfig:
     """The recipe for a dataset: the full official pipeline from 96 px up, no blur on tiny images."""
     config = ViewConfig(image_size, channels, tuple(mean), tuple(std), color=channels == 3)
+    if not config.color:
+        # Without brightness/contrast jitter two crops of one image share its intensity histogram, a shortcut
+        # the network learns instead of shape (what colour jitter prevents on RGB data).
+        config = ViewConfig(**{**vars(config), "jitter": (0.4, 0.4, 0.0, 0.0)})
     if image_size <= 32:
         # Blurring a 28-32 px image destroys it; the CIFAR literature drops blur and keeps solarisation.
         config = ViewConfig(**{**vars(config), "blur_probability": (0.0, 0.0)})
@@ -63,8 +70,9 @@ def _branch(config: ViewConfig, view: int) -> nn.Sequential:
     ops: list[nn.Module] = [
         K.RandomResizedCrop((config.crop_size, config.crop_size), scale=config.crop_scale)
     ]
+    if any(config.jitter):
+        ops.append(K.ColorJitter(*config.jitter, p=config.jitter_probability))
     if config.color:
-        ops.append(K.ColorJitter(0.4, 0.4, 0.2, 0.1, p=config.jitter_probability))
         ops.append(K.RandomGrayscale(p=config.grayscale_probability))
     if config.blur_probability[view] > 0:
         kernel = config.blur_kernel_size
