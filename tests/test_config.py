@@ -50,6 +50,7 @@ def test_exponent_without_a_dot_is_a_float() -> None:
         ("teacher.base_momentum=1.5", "momenta"),
         ("data.crop_min_scale=1.5", r"must be in \(0, 1\]"),
         ("trainer.precision=bf16", "'trainer.precision' must be one of auto, 32-true, bf16-mixed"),
+        ("loss.online_uniformity=-1", "'loss.online_uniformity' must be >= 0"),
     ],
 )
 def test_bad_values_give_one_clear_error(override: str, message: str) -> None:

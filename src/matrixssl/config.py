@@ -87,6 +87,7 @@ class LossConfig:
     gamma: float = 1.0
     taylor_order: int | None = None
     trace_term: bool = False
+    online_uniformity: float = 0.0
     simclr: SimCLRConfig = field(default_factory=SimCLRConfig)
     barlow_twins: BarlowTwinsConfig = field(default_factory=BarlowTwinsConfig)
     vicreg: VICRegConfig = field(default_factory=VICRegConfig)
@@ -283,6 +284,8 @@ def _validate_loss(loss: LossConfig) -> None:
     }
     _require(positive, lambda value: value > 0, "positive")
     non_negative = {
+        "loss.gamma": loss.gamma,
+        "loss.online_uniformity": loss.online_uniformity,
         "loss.barlow_twins.off_diagonal_weight": loss.barlow_twins.off_diagonal_weight,
         "loss.vicreg.invariance_weight": loss.vicreg.invariance_weight,
         "loss.vicreg.variance_weight": loss.vicreg.variance_weight,

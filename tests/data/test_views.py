@@ -86,7 +86,11 @@ def test_recipes_per_dataset() -> None:
 def test_grayscale_jitter_changes_intensity_not_shape() -> None:
     """Two jittered copies of one image differ in brightness/contrast, but stay almost perfectly correlated."""
     jitter_only = dataclasses.replace(
-        GRAY, crop_scale=(1.0, 1.0), jitter_probability=1.0, flip_probability=0.0, solarize_probability=(0.0, 0.0)
+        GRAY,
+        crop_scale=(1.0, 1.0),
+        jitter_probability=1.0,
+        flip_probability=0.0,
+        solarize_probability=(0.0, 0.0),
     )
     torch.manual_seed(0)
     view_1, view_2 = TwoViewAugmentation(jitter_only)(batch(1, 28)[:1].expand(64, 1, 28, 28).contiguous())

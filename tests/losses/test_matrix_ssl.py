@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 
-from matrixssl.functional import matrix_cross_entropy
+from matrixssl.functional import effective_rank, matrix_cross_entropy
 from matrixssl.losses import MatrixAlignmentLoss, MatrixSSLLoss, MatrixUniformityLoss
 from matrixssl.losses.reference import reference_matrix_ssl_loss
 
@@ -26,6 +26,9 @@ SETTINGS = [
     dict(target_scale=None, trace_term=True),
     dict(taylor_order=None),
     dict(target_scale=None, trace_term=True, taylor_order=None, ridge=0.7),
+    dict(online_uniformity=0.5),
+    dict(taylor_order=None, ridge=0.05, online_uniformity=1.0),
+    dict(target_scale=None, trace_term=True, taylor_order=None, online_uniformity=0.3),
 ]
 
 
@@ -63,6 +66,32 @@ def test_loss_is_the_symmetrised_sum_of_the_one_direction_losses() -> None:
     assert terms.loss.item() == pytest.approx((terms.uniformity + gamma * terms.alignment).item(), rel=1e-12)
     only_uniformity = MatrixSSLLoss(gamma=0.0)(o1, o2, t1, t2)
     assert only_uniformity.item() == pytest.approx(terms.uniformity.item(), rel=1e-12)
+    # The online uniformity is U(o, o): the uniformity loss with the online branch as its own target.
+    beta = 0.4
+    extended = MatrixSSLLoss(gamma=gamma, online_uniformity=beta).terms(o1, o2, t1, t2)
+    assert extended.online_uniformity.item() == pytest.approx(0.5 * (u(o1, o1) + u(o2, o2)).item(), rel=1e-12)
+    assert extended.loss.item() == pytest.approx(
+        (terms.loss + beta * extended.online_uniformity).item(), rel=1e-12
+    )
+
+
+def test_online_uniformity_raises_the_rank_a_collapsed_teacher_cannot() -> None:
+    """Against a rank-2 teacher, descending U(t, o) + A(t, o) keeps o near rank 2; adding U(o, o) spreads it."""
+    torch.manual_seed(0)
+    target = torch.randn(64, 2, dtype=torch.float64) @ torch.randn(2, 16, dtype=torch.float64)
+    start = target + 0.05 * torch.randn(64, 16, dtype=torch.float64)
+    ranks = {}
+    for beta in (0.0, 1.0):
+        online = start.clone().requires_grad_()
+        loss_fn = MatrixSSLLoss(ridge=0.05, taylor_order=None, online_uniformity=beta)
+        optimizer = torch.optim.SGD([online], lr=1.0)
+        for _ in range(50):
+            optimizer.zero_grad()
+            loss_fn(online, online, target, target).backward()
+            optimizer.step()
+        ranks[beta] = effective_rank(online.detach() - online.detach().mean(0)).item()
+    assert effective_rank(start - start.mean(0)).item() == pytest.approx(3.2, abs=0.1)
+    assert ranks[0.0] < 3.2 and ranks[1.0] > 7.0, ranks
 
 
 def test_no_gradient_flows_into_targets() -> None:

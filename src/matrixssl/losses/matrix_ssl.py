@@ -39,11 +39,12 @@ from matrixssl.losses._inputs import check_embeddings, prepare
 
 
 class MatrixSSLTerms(NamedTuple):
-    """The loss and its two parts (both symmetrised over the views), for logging."""
+    """The loss and its parts (each symmetrised over the views), for logging."""
 
     loss: Tensor
     uniformity: Tensor
     alignment: Tensor
+    online_uniformity: Tensor
 
 
 class _Settings(NamedTuple):
@@ -73,6 +74,7 @@ def _check_settings(settings: _Settings) -> None:
 class _DirectionTerms(NamedTuple):
     uniformity: Tensor
     alignment: Tensor
+    online_uniformity: Tensor
     spectral_radius_bound: Tensor | None
 
 
@@ -103,10 +105,30 @@ def _feature_weighted_traces(weight: Tensor, s: Tensor, order: int) -> list[Tens
     return traces
 
 
+def _trace_log(m: Tensor, dim: int, settings: _Settings) -> Tensor:
+    """tr log(C + μI) of a d x d covariance C, from `m`, which has C's nonzero spectrum but may be smaller.
+
+    Exact: a log-determinant (Sylvester moves it to the smaller side, the other d - n eigenvalues are μ).
+    Taylor: Σ_j a_j tr(C^j) with tr(C^j) = tr(m^j).
+    """
+    ridge = settings.ridge
+    if settings.taylor_order is None:
+        eye = torch.eye(m.shape[0], dtype=m.dtype, device=m.device)
+        return torch.linalg.slogdet(m + ridge * eye)[1] + (dim - m.shape[0]) * math.log(ridge)
+    coefficients = taylor_log_coefficients(settings.taylor_order, ridge - 1.0)
+    traces = trace_powers(m, settings.taylor_order)
+    return coefficients[0] * dim + torch.stack([c * t for c, t in zip(coefficients[1:], traces)]).sum()
+
+
 def _direction(
-    target: Tensor, online: Tensor, settings: _Settings, uniformity: bool, alignment: bool
+    target: Tensor,
+    online: Tensor,
+    settings: _Settings,
+    uniformity: bool,
+    alignment: bool,
+    online_uniformity: bool,
 ) -> _DirectionTerms:
-    """U(t, o) and A(t, o) for one direction; `target` and `online` are normalised, centred (B, d)."""
+    """U(t, o), A(t, o) and U(o, o) for one direction; `target` and `online` are normalised, centred (B, d)."""
     batch, dim = online.shape
     scale = 1.0 / dim if settings.target_scale is None else settings.target_scale
     ridge = settings.ridge
@@ -116,15 +138,11 @@ def _direction(
     k = online @ target.T / batch if gram_space else target.T @ online / batch
     s = online @ online.T / batch if gram_space else online.T @ online / batch
     target_trace = target.square().sum() / batch  # tr C(t, t)
-    u, a = zero, zero
+    u = -scale * _trace_log(k, dim, settings) if uniformity else zero
+    u_online = -scale * _trace_log(s, dim, settings) if online_uniformity else zero
+    a = zero
     bound = None
     if settings.taylor_order is None:
-        if uniformity:
-            # tr log(C(t,o) + μI) = log|det|; Sylvester moves it to the smaller side.
-            logdet = torch.linalg.slogdet(k + ridge * torch.eye(k.shape[0], dtype=k.dtype, device=k.device))[
-                1
-            ]
-            u = -scale * (logdet + (dim - k.shape[0]) * math.log(ridge))
         if alignment:
             eye = torch.eye(dim, dtype=online.dtype, device=online.device)
             p = target.T @ target / batch + ridge * eye
@@ -132,11 +150,6 @@ def _direction(
     else:
         order = settings.taylor_order
         coefficients = taylor_log_coefficients(order, ridge - 1.0)
-        if uniformity:
-            traces = trace_powers(k, order)
-            u = -scale * (
-                coefficients[0] * dim + torch.stack([c * t for c, t in zip(coefficients[1:], traces)]).sum()
-            )
         if alignment:
             s_traces = trace_powers(s, order)
             if gram_space:
@@ -153,7 +166,8 @@ def _direction(
     if settings.trace_term:
         u = u + torch.diagonal(k).sum() + ridge * dim
         a = a + torch.diagonal(s).sum() + ridge * dim
-    return _DirectionTerms(u, a, bound)
+        u_online = u_online + torch.diagonal(s).sum() + ridge * dim
+    return _DirectionTerms(u, a, u_online, bound)
 
 
 class _MatrixLossBase(nn.Module):
@@ -179,10 +193,15 @@ class _MatrixLossBase(nn.Module):
         return o, t
 
     def _direction(
-        self, target: Tensor, online: Tensor, uniformity: bool, alignment: bool
+        self,
+        target: Tensor,
+        online: Tensor,
+        uniformity: bool,
+        alignment: bool,
+        online_uniformity: bool = False,
     ) -> _DirectionTerms:
         with torch.autocast(device_type=online.device.type, enabled=False):
-            terms = _direction(target, online, self.settings, uniformity, alignment)
+            terms = _direction(target, online, self.settings, uniformity, alignment, online_uniformity)
         if terms.spectral_radius_bound is not None and not self._warned:
             radius = float(terms.spectral_radius_bound)
             if radius >= 1.0:
@@ -248,6 +267,9 @@ class MatrixSSLLoss(_MatrixLossBase):
         taylor_order: order of the Taylor matrix log (official: 4); None for the exact log.
         trace_term: add the +tr(Q) term of the matrix cross-entropy (paper), absent in the official code.
         gather_distributed: compute covariances on the batch gathered from all ranks, with correct gradients.
+        online_uniformity: weight β of an extra uniformity on the online covariance, β·U(o, o) (not in the
+            paper; 0 = off). U(t, o)'s gradient stays in the span of the teacher embeddings, so it cannot raise
+            their rank; U(o, o) can.
 
     `forward(online_1, online_2, target_1, target_2)`: (B, d) embeddings of the two views; online = predictor
     outputs, target = teacher outputs (no gradient flows into them). `terms(...)` also returns both parts.
@@ -261,11 +283,15 @@ class MatrixSSLLoss(_MatrixLossBase):
         taylor_order: int | None = 4,
         trace_term: bool = False,
         gather_distributed: bool = False,
+        online_uniformity: float = 0.0,
     ) -> None:
         super().__init__(target_scale, ridge, taylor_order, trace_term, gather_distributed)
         if gamma < 0:
             raise ValueError(f"gamma must be >= 0, got {gamma}")
+        if online_uniformity < 0:
+            raise ValueError(f"online_uniformity must be >= 0, got {online_uniformity}")
         self.gamma = gamma
+        self.online_uniformity = online_uniformity
 
     @classmethod
     def paper(cls, gamma: float = 1.0, ridge: float = 1.0, gather_distributed: bool = False) -> MatrixSSLLoss:
@@ -276,12 +302,14 @@ class MatrixSSLLoss(_MatrixLossBase):
         check_embeddings(online_1=online_1, online_2=online_2, target_1=target_1, target_2=target_2)
         o1, t2 = self._pair(online_1, target_2)
         o2, t1 = self._pair(online_2, target_1)
-        need_alignment = self.gamma != 0
-        first = self._direction(t2, o1, True, need_alignment)
-        second = self._direction(t1, o2, True, need_alignment)
+        need_alignment, need_online = self.gamma != 0, self.online_uniformity != 0
+        first = self._direction(t2, o1, True, need_alignment, need_online)
+        second = self._direction(t1, o2, True, need_alignment, need_online)
         uniformity = 0.5 * (first.uniformity + second.uniformity)
         alignment = 0.5 * (first.alignment + second.alignment)
-        return MatrixSSLTerms(uniformity + self.gamma * alignment, uniformity, alignment)
+        online_uniformity = 0.5 * (first.online_uniformity + second.online_uniformity)
+        loss = uniformity + self.gamma * alignment + self.online_uniformity * online_uniformity
+        return MatrixSSLTerms(loss, uniformity, alignment, online_uniformity)
 
     def forward(self, online_1: Tensor, online_2: Tensor, target_1: Tensor, target_2: Tensor) -> Tensor:
         return self.terms(online_1, online_2, target_1, target_2).loss

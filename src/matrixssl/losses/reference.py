@@ -38,8 +38,10 @@ def reference_matrix_ssl_loss(
     gamma: float = 1.0,
     taylor_order: int | None = 4,
     trace_term: bool = False,
+    online_uniformity: float = 0.0,
 ) -> Tensor:
-    """½[U(t₂,o₁) + U(t₁,o₂) + γ(A(t₂,o₁) + A(t₁,o₂))] from the formulas, nothing shared or reordered."""
+    """½[U(t₂,o₁) + U(t₁,o₂) + γ(A(t₂,o₁) + A(t₁,o₂)) + β(U(o₁,o₁) + U(o₂,o₂))] from the formulas, nothing
+    shared or reordered."""
     o1, o2 = F.normalize(online_1, dim=1), F.normalize(online_2, dim=1)
     t1, t2 = F.normalize(target_1, dim=1).detach(), F.normalize(target_2, dim=1).detach()
     dim = o1.shape[1]
@@ -56,4 +58,7 @@ def reference_matrix_ssl_loss(
     def alignment(t: Tensor, o: Tensor) -> Tensor:
         return cross_entropy(_covariance(t, t) + ridge * eye, _covariance(o, o) + ridge * eye)
 
-    return 0.5 * (uniformity(t2, o1) + uniformity(t1, o2) + gamma * (alignment(t2, o1) + alignment(t1, o2)))
+    loss = 0.5 * (uniformity(t2, o1) + uniformity(t1, o2) + gamma * (alignment(t2, o1) + alignment(t1, o2)))
+    if online_uniformity:
+        loss = loss + 0.5 * online_uniformity * (uniformity(o1, o1) + uniformity(o2, o2))
+    return loss

@@ -16,7 +16,12 @@ class MatrixSSL(SSLMethod):
         m, loss = config.model, config.loss
         self.predictor = Predictor(m.projector_dim, m.predictor_hidden_dim)
         self.loss_fn = MatrixSSLLoss(
-            loss.target_scale, loss.ridge, loss.gamma, loss.taylor_order, loss.trace_term
+            loss.target_scale,
+            loss.ridge,
+            loss.gamma,
+            loss.taylor_order,
+            loss.trace_term,
+            online_uniformity=loss.online_uniformity,
         )
 
     def enable_distributed_loss(self) -> None:
@@ -25,4 +30,7 @@ class MatrixSSL(SSLMethod):
     def loss_from_views(self, online: list[Tensor], teacher: list[Tensor]) -> dict[str, Tensor]:
         predicted = [self.predictor(z) for z in online]
         terms = self.loss_fn.terms(predicted[0], predicted[1], teacher[0], teacher[1])
-        return {"loss": terms.loss, "uniformity": terms.uniformity, "alignment": terms.alignment}
+        parts = terms._asdict()
+        if not self.loss_fn.online_uniformity:
+            del parts["online_uniformity"]  # not computed
+        return parts
