@@ -1,12 +1,12 @@
 """Training-step throughput of the quick config: batched on-device views + fast loss vs the usual pipeline.
 
 "ours": uint8 batches, both views made batched on the training device (kornia), the optimised MatrixSSLLoss.
-"per-image": the same model fed by per-image PIL augmentation (random resized crop + flip, two views) in a
-DataLoader worker, with the loss written the obvious way (`matrixssl.losses.reference`). Both run at the quick
-config's precision and memory format; a third row is "ours" in float32 with NCHW tensors, the previous defaults.
-A step is everything: views, both online branches, the teacher, loss, backward, optimiser step, EMA update.
-"backbone share" is the time of the backbone's forward + backward on both views (measured alone, same batch)
-over the step time; the rest is views, heads, teacher, loss, optimiser and EMA.
+"per-image": the same model fed by per-image PIL augmentation (random resized crop, brightness/contrast, flip;
+two views) in a DataLoader worker, with the loss written the obvious way (`matrixssl.losses.reference`). Both run
+at the quick config's precision and memory format; a third row is "ours" in float32 with NCHW tensors, the
+previous defaults. A step is everything: views, both online branches, the teacher, loss, backward, optimiser
+step, EMA update. "backbone share" is the time of the backbone's forward + backward on both views (measured
+alone, same batch) over the step time; the rest is views, heads, teacher, loss, optimiser and EMA.
 
     python benchmarks/throughput.py [--steps 20] [--batch-size 256]
 """
@@ -21,7 +21,7 @@ from typing import Any
 import lightning as L
 import torch
 from _report import header, write
-from PIL import Image
+from PIL import Image, ImageEnhance
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
@@ -48,6 +48,11 @@ class PerImageViews(Dataset[tuple[Tensor, Tensor, int]]):
         crop = max(1, min(side, round(area**0.5)))
         left, top = random.randint(0, side - crop), random.randint(0, side - crop)
         view = image.resize((side, side), Image.BILINEAR, box=(left, top, left + crop, top + crop))
+        if random.random() < 0.8:  # brightness and contrast jitter 0.4, in random order
+            enhancers = [ImageEnhance.Brightness, ImageEnhance.Contrast]
+            random.shuffle(enhancers)
+            for enhancer in enhancers:
+                view = enhancer(view).enhance(random.uniform(0.6, 1.4))
         if random.random() < 0.5:
             view = view.transpose(Image.FLIP_LEFT_RIGHT)
         pixels = torch.frombuffer(bytearray(view.tobytes()), dtype=torch.uint8).float().div(255)

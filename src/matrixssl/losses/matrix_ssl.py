@@ -7,6 +7,8 @@ With rows L2-normalised and centred, C(a, b) = (1/B) aᵀ b (d x d), ridge μ, t
     loss        L = ½ [ U(t₂, o₁) + U(t₁, o₂) + γ·A(t₂, o₁) + γ·A(t₁, o₂) ]
 
 t = teacher (target) embeddings, held constant; o = online (student, after the predictor) embeddings.
+Optional, not in the paper: `online_uniformity=β` adds β·½[U(o₁, o₁) + U(o₂, o₂)], which (unlike U(t, o)) can
+raise the rank of the online embeddings when the teacher has collapsed.
 
 Official code vs paper. The defaults reproduce the official code, which produced the published numbers: the
 matrix log is the 4th-order Taylor series around I, there is no +tr(Q) term of the matrix cross-entropy, and
