@@ -153,10 +153,20 @@ def _check_same_settings(saved: Path, config: Config) -> None:
         )
     before = _flatten(values)
     now = _flatten(to_dict(config))
+    relevant = [key for key in sorted(set(before) | set(now)) if not key.startswith(CHANGEABLE_ON_RESUME)]
+    # A key the run's file lacks was added to matrixssl after the run: its value then is unknown, and loading
+    # the file would fill in today's default, so resuming "with its own settings" is impossible too.
+    newer = [key for key in relevant if key not in before]
+    if newer:
+        raise MatrixSSLError(
+            f"{saved.parent} holds a run from an older matrixssl, made before the setting(s) "
+            f"{', '.join(newer[:3])} existed; this version cannot continue it: start a new run in another "
+            f"output_dir (or move that one away)"
+        )
     differing = [
         f"{key}: {before.get(key)!r} -> {now.get(key)!r}"
-        for key in sorted(set(before) | set(now))
-        if before.get(key) != now.get(key) and not key.startswith(CHANGEABLE_ON_RESUME)
+        for key in relevant
+        if before.get(key) != now.get(key)
     ]
     if differing:
         raise MatrixSSLError(

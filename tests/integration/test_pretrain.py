@@ -97,7 +97,15 @@ def test_resume_under_other_settings_is_refused(data_dir: Path, tmp_path: Path, 
     assert main(args(data_dir, output, *extended)) == 0
     assert json.loads((output / "metrics.json").read_text())["epochs"] == 2
     capsys.readouterr()
-    (output / "config.yaml").write_text("- not\n- a config\n")
+    # A run from before a setting existed cannot be continued: its value then is unknown.
+    saved = output / "config.yaml"
+    original = saved.read_text()
+    saved.write_text(original.replace("  online_uniformity: 0.3\n", ""))
+    assert main(args(data_dir, output, "trainer.max_epochs=2", "--resume")) == 2
+    err = capsys.readouterr().err
+    assert "from an older matrixssl, made before the setting(s) loss.online_uniformity existed" in err
+    assert err.count("\n") == 1
+    saved.write_text("- not\n- a config\n")
     assert main(args(data_dir, output, "trainer.max_epochs=2", "--resume")) == 2
     assert "config.yaml is not a config written by matrixssl" in capsys.readouterr().err
 
