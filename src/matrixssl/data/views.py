@@ -3,9 +3,9 @@
 The official Matrix-SSL/MEC recipe is the asymmetric MoCo v3 / BYOL pair: random resized crop (scale 0.2-1),
 colour jitter (0.4, 0.4, 0.2, 0.1) with p 0.8, grayscale p 0.2, horizontal flip, then view 1 always blurred
 and view 2 blurred with p 0.1 and solarised with p 0.2. Grayscale data keeps the brightness/contrast part of
-the jitter. Every image draws its own random parameters. Making
-the views batched on the training device means GPUs are not starved by per-image CPU workers, and on a CPU
-it replaces thousands of small PIL calls by a few tensor operations.
+the jitter. Every image draws its own random parameters. Making the views batched on the training device means
+GPUs are not starved by per-image CPU workers, and on a CPU it replaces thousands of small PIL calls by a few
+tensor operations.
 """
 
 from __future__ import annotations
