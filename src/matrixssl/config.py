@@ -34,7 +34,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: str = "resnet18"
+    backbone: str = "resnet18"  # resnet18/34/50, or torchvision:<model> / timm:<model> where installed
+    # stem, width, blocks_per_stage and zero_init_residual shape the built-in ResNets only
     stem: str = "small"  # cifar | small (stride 2, for 28 px) | imagenet
     width: float = 0.5
     blocks_per_stage: int | None = 1  # None: the architecture's own depth (2,2,2,2 for resnet18)

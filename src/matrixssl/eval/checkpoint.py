@@ -15,7 +15,7 @@ from torch import Tensor
 from matrixssl.config import Config, config_from_dict
 from matrixssl.data.views import TwoViewAugmentation
 from matrixssl.errors import MatrixSSLError
-from matrixssl.models import Projector, ResNet
+from matrixssl.models import Projector
 
 
 @dataclass
@@ -24,7 +24,7 @@ class Pretrained:
 
     path: Path
     config: Config
-    backbone: ResNet
+    backbone: torch.nn.Module  # a built-in ResNet, or a torchvision/timm model
     projector: Projector
     views: TwoViewAugmentation  # the pretraining recipe: normalisation, crop size, flips
     num_classes: int

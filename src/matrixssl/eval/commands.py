@@ -407,11 +407,12 @@ def run_export(args: argparse.Namespace) -> int:
     import sys
 
     from matrixssl.eval.checkpoint import load_pretrained
-    from matrixssl.eval.export import export_backbone, torchvision_differences
+    from matrixssl.eval.export import check_exportable, export_backbone, torchvision_differences
 
     if args.format not in FORMATS:
         raise MatrixSSLError(f"--format must be {' or '.join(FORMATS)}, got {args.format!r}")
     pretrained = load_pretrained(args.checkpoint)
+    check_exportable(pretrained.config.model.backbone, args.format)
     written = export_backbone(pretrained.backbone, args.format, args.out)
     differences = torchvision_differences(pretrained.backbone)
     if differences:

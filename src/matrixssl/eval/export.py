@@ -14,15 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from matrixssl.errors import MatrixSSLError
 from matrixssl.models import ResNet
 
 FORMATS = ("torchvision", "detectron2")
 STANDARD_DEPTHS = {(2, 2, 2, 2): "resnet18", (3, 4, 6, 3): "resnet34 or resnet50"}
 
 
-def torchvision_state_dict(backbone: ResNet) -> dict[str, Tensor]:
+def torchvision_state_dict(backbone: nn.Module) -> dict[str, Tensor]:
     """The backbone's state dict on the CPU, without a classifier (`fc`), ready for torchvision's resnet."""
     return {
         key: value.detach().cpu().clone()
@@ -52,14 +53,18 @@ def detectron2_weights(state: dict[str, Tensor]) -> dict[str, Any]:
     return {"model": model, "__author__": "matrixssl", "matching_heuristics": True}
 
 
-def torchvision_differences(backbone: ResNet) -> list[str]:
-    """Where the backbone differs from a standard torchvision/detectron2 ResNet (empty: it loads as is)."""
+def torchvision_differences(backbone: nn.Module) -> list[str]:
+    """Where the backbone differs from a standard torchvision/detectron2 ResNet (empty: it loads as is); for a
+    `torchvision:<model>` backbone, where it differs from that torchvision model."""
+    first_conv = next(m for m in backbone.modules() if isinstance(m, nn.Conv2d))
     differences = []
+    if first_conv.in_channels != 3:
+        differences.append(f"{first_conv.in_channels} input channel(s)")
+    if not isinstance(backbone, ResNet):
+        return differences
     if backbone.stem != "imagenet":
         stride = backbone.conv1.stride[0]
-        differences.append(f"{backbone.stem} stem (3x3 conv1 with stride {stride}, no max-pool)")
-    if backbone.conv1.in_channels != 3:
-        differences.append(f"{backbone.conv1.in_channels} input channel(s)")
+        differences.insert(0, f"{backbone.stem} stem (3x3 conv1 with stride {stride}, no max-pool)")
     if backbone.width != 1.0:
         differences.append(f"width {backbone.width}")
     blocks = tuple(
@@ -70,7 +75,22 @@ def torchvision_differences(backbone: ResNet) -> list[str]:
     return differences
 
 
-def export_backbone(backbone: ResNet, fmt: str, out: Path) -> dict[str, Any]:
+def check_exportable(backbone_name: str, fmt: str) -> None:
+    """Both formats use torchvision's ResNet key names: a timm model has its own, and only a ResNet maps onto
+    detectron2's ResNet."""
+    source, _, architecture = backbone_name.rpartition(":")
+    if source == "timm":
+        raise MatrixSSLError(
+            f"export writes torchvision or detectron2 weights, and {backbone_name} is a timm model: load the "
+            f"checkpoint's backbone.* weights into timm.create_model({architecture!r}, num_classes=0) instead"
+        )
+    if fmt == "detectron2" and not architecture.startswith("resnet"):
+        raise MatrixSSLError(
+            f"detectron2 export needs a ResNet backbone and {backbone_name} is not one; use --format torchvision"
+        )
+
+
+def export_backbone(backbone: nn.Module, fmt: str, out: Path) -> dict[str, Any]:
     """Write the backbone in format `fmt` to `out`; returns what was written (keys, parameters, path)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")

@@ -21,6 +21,7 @@ from matrixssl.eval.augment import crop_flip, image_batch
 from matrixssl.eval.checkpoint import Pretrained
 from matrixssl.eval.features import extract_features
 from matrixssl.eval.probe import zero_linear
+from matrixssl.models import feature_width
 from matrixssl.optim import parameter_groups, warmup_cosine
 
 
@@ -66,7 +67,7 @@ def finetune(
     """Fine-tune a copy of the backbone plus a zero-initialised linear head on `train[subset]`; top-1 in %."""
     torch.manual_seed(seed)  # kornia draws the crops from the global generator
     backbone = copy.deepcopy(pretrained.backbone).to(device)
-    head = zero_linear(backbone.num_features, pretrained.num_classes).to(device)
+    head = zero_linear(feature_width(backbone), pretrained.num_classes).to(device)
     model = nn.Sequential(backbone, head)
     optimizer = torch.optim.SGD(
         parameter_groups(model, weight_decay), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay

@@ -25,7 +25,7 @@ from matrixssl.data.views import TwoViewAugmentation, view_config_for
 from matrixssl.distributed import world_size
 from matrixssl.errors import MatrixSSLError
 from matrixssl.functional import covariance, effective_rank
-from matrixssl.models import EMATeacher, Projector, build_backbone, cosine_momentum
+from matrixssl.models import EMATeacher, Projector, build_backbone, cosine_momentum, feature_width
 from matrixssl.optim import LARS, parameter_groups, warmup_cosine
 
 
@@ -71,7 +71,8 @@ class SSLMethod(L.LightningModule):
             in_channels=info.channels,
             **depth,
         )
-        self.projector = Projector(self.backbone.num_features, m.projector_hidden_dim, m.projector_dim)
+        features = feature_width(self.backbone)
+        self.projector = Projector(features, m.projector_hidden_dim, m.projector_dim)
         t = config.teacher
         # With momentum 0 throughout, the teacher is the student: its outputs are the online projections,
         # detached, so no copy is kept and no extra forward pass is made (see `teacher_outputs`).
@@ -82,8 +83,8 @@ class SSLMethod(L.LightningModule):
             else None
         )
         self.probe = nn.Sequential(
-            nn.BatchNorm1d(self.backbone.num_features, affine=False),
-            nn.Linear(self.backbone.num_features, info.num_classes),
+            nn.BatchNorm1d(features, affine=False),
+            nn.Linear(features, info.num_classes),
         )
         if m.channels_last:
             self.to(memory_format=torch.channels_last)

@@ -1,4 +1,4 @@
-"""Backbones (torchvision-compatible ResNets), projector/predictor heads and the EMA teacher."""
+"""Backbones (torchvision-compatible ResNets, or torchvision/timm models by name), projector/predictor heads and the EMA teacher."""
 
 from matrixssl.models.heads import Predictor, Projector
 from matrixssl.models.resnet import (
@@ -7,6 +7,7 @@ from matrixssl.models.resnet import (
     Bottleneck,
     ResNet,
     build_backbone,
+    feature_width,
     resnet18,
     resnet34,
     resnet50,
@@ -22,6 +23,7 @@ __all__ = [
     "Projector",
     "ResNet",
     "build_backbone",
+    "feature_width",
     "cosine_momentum",
     "resnet18",
     "resnet34",

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from matrixssl.errors import MatrixSSLError
+from matrixssl.models.external import external_backbone, is_external
 
 STEMS = ("cifar", "small", "imagenet")
 
@@ -223,8 +224,21 @@ BACKBONES: dict[str, Callable[..., ResNet]] = {
 }
 
 
-def build_backbone(name: str, **kwargs: Any) -> ResNet:
-    """Backbone by name; keyword arguments go to `ResNet` (stem, width, in_channels, num_classes, ...)."""
+def build_backbone(name: str, **kwargs: Any) -> nn.Module:
+    """Backbone by name: a built-in ResNet (keyword arguments go to `ResNet`: stem, width, in_channels,
+    num_classes, ...) or a `torchvision:<model>` / `timm:<model>` one (only `in_channels` applies)."""
+    if is_external(name):
+        return external_backbone(name, kwargs.get("in_channels", 3))
     if name not in BACKBONES:
-        raise MatrixSSLError(f"unknown backbone {name!r}; choose one of {', '.join(sorted(BACKBONES))}")
+        raise MatrixSSLError(
+            f"unknown backbone {name!r}; choose one of {', '.join(sorted(BACKBONES))}, "
+            "or torchvision:<model> / timm:<model> where that package is installed"
+        )
     return BACKBONES[name](**kwargs)
+
+
+def feature_width(backbone: nn.Module) -> int:
+    """The pooled feature width of a backbone from `build_backbone` (each kind sets `num_features`)."""
+    width = backbone.num_features
+    assert isinstance(width, int), f"{type(backbone).__name__} has no integer num_features"
+    return width
