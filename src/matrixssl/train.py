@@ -86,15 +86,15 @@ def _uses_gpu(config: Config) -> bool:
 
 def training_precision(config: Config) -> str:
     """`trainer.precision`, with "auto" resolved: bf16-mixed where the device has native bf16 arithmetic (a GPU
-    that supports it; a CPU with AVX512-BF16 or AMX, where it made the quick run's step 1.3x faster), else 32-true
-    (elsewhere bf16 is emulated, and slower than float32)."""
+    that supports it; a CPU with AVX512-BF16 or AMX, where it made the quick run's step 1.3x faster); on an older
+    GPU (V100, T4: fp16 tensor cores, no bf16) 16-mixed with loss scaling; else 32-true (a CPU emulates bf16,
+    slower than float32). The matrix functions run in float32 under every one of them."""
     if config.trainer.precision != "auto":
         return config.trainer.precision
     if _uses_gpu(config):
-        native = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    else:
-        capabilities = torch.cpu.get_capabilities()
-        native = bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    capabilities = torch.cpu.get_capabilities()
+    native = bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
     return "bf16-mixed" if native else "32-true"
 
 

@@ -182,6 +182,14 @@ def test_auto_precision_is_bf16_only_where_the_cpu_has_it(monkeypatch, capabilit
     assert training_precision(explicit) == "32-true"
 
 
+@pytest.mark.parametrize("bf16,expected", [(True, "bf16-mixed"), (False, "16-mixed")])
+def test_auto_precision_on_a_gpu_is_bf16_or_else_fp16(monkeypatch, bf16, expected) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16)
+    assert training_precision(load_config(None, ["trainer.accelerator=auto"])) == expected
+    assert training_precision(load_config(None, ["trainer.accelerator=gpu"])) == expected
+
+
 def test_bf16_mixed_training_runs_and_is_recorded(data_dir: Path, tmp_path: Path) -> None:
     # On a CPU without native bf16 this is emulated: slower, but it must still train and evaluate.
     output = tmp_path / "run"
