@@ -67,9 +67,9 @@ class PerImageViews(Dataset[tuple[Tensor, Tensor, int]]):
 class PerImageMatrixSSL(MatrixSSL):
     """Views arrive ready-made from the loader; the loss is the straightforward formula."""
 
-    def make_views(self, batch: Any) -> tuple[Tensor, Tensor, Tensor]:
+    def make_views(self, batch: Any) -> tuple[list[Tensor], Tensor]:
         view_1, view_2, labels = batch
-        return self._input(view_1), self._input(view_2), labels
+        return [self._input(view_1), self._input(view_2)], labels
 
     def loss_from_views(self, online: list[Tensor], teacher: list[Tensor]) -> dict[str, Tensor]:
         predicted = [self.predictor(z) for z in online]

@@ -51,11 +51,21 @@ def test_exponent_without_a_dot_is_a_float() -> None:
         ("data.crop_min_scale=1.5", r"must be in \(0, 1\]"),
         ("trainer.precision=bf16", "'trainer.precision' must be one of auto, 32-true, bf16-mixed"),
         ("loss.online_uniformity=-1", "'loss.online_uniformity' must be >= 0"),
+        ("data.local_views=-2", "'data.local_views' must be >= 0"),
+        ("data.local_crop_size=0", "'data.local_crop_size' must be positive"),
     ],
 )
 def test_bad_values_give_one_clear_error(override: str, message: str) -> None:
     with pytest.raises(MatrixSSLError, match=message):
         load_config(None, [override])
+
+
+def test_local_views_only_for_methods_whose_loss_takes_them() -> None:
+    assert load_config(None, ["data.local_views=2"]).data.local_views == 2
+    with pytest.raises(
+        MatrixSSLError, match="data.local_views .multi-crop. is implemented for matrix_ssl only"
+    ):
+        load_config(None, ["data.local_views=2", "loss.method=simclr"])
 
 
 def test_bad_files(tmp_path: Path) -> None:

@@ -30,6 +30,8 @@ class DataConfig:
     image_size: int | None = None  # imagefolder: resize/crop size on load
     test_split: str = "test"  # split used for evaluation (imagefolder: a sub-folder name, e.g. val)
     crop_min_scale: float | None = None  # smallest random-resized-crop area; None: the dataset's recipe
+    local_views: int = 0  # multi-crop: small crops per image next to the two views (matrix_ssl only)
+    local_crop_size: int | None = None  # side of a local crop in pixels; None: half the crop size
 
 
 @dataclass
@@ -271,14 +273,22 @@ def validate(config: Config) -> None:
         raise MatrixSSLError(
             f"config key 'optim.optimizer' must be sgd or lars, got {config.optim.optimizer!r}"
         )
-    _validate_loss(config.loss)
+    _require({"data.local_views": config.data.local_views}, lambda value: value >= 0, ">= 0")
+    if config.data.local_crop_size is not None:
+        _require({"data.local_crop_size": config.data.local_crop_size}, lambda value: value > 0, "positive")
+    _validate_loss(config.loss, config.data.local_views)
 
 
-def _validate_loss(loss: LossConfig) -> None:
-    """The method must exist; values the loss constructors would reject are caught here, with the key's name."""
+def _validate_loss(loss: LossConfig, local_views: int) -> None:
+    """The method must exist (and take local views if asked); values the loss constructors would reject are
+    caught here, with the key's name."""
     from matrixssl.methods import method_class  # imported here: the methods build on this module
 
-    method_class(loss.method)
+    if local_views and not method_class(loss.method).supports_local_views:
+        raise MatrixSSLError(
+            f"data.local_views (multi-crop) is implemented for matrix_ssl only, not {loss.method}; "
+            "set data.local_views=0"
+        )
     positive = {
         "loss.simclr.temperature": loss.simclr.temperature,
         "loss.mec.eps_squared": loss.mec.eps_squared,

@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 import torch
+from torch import nn
 
 from matrixssl.data.views import TwoViewAugmentation, ViewConfig, view_config_for
 from matrixssl.errors import MatrixSSLError
@@ -113,3 +114,19 @@ def test_bad_input_errors() -> None:
         augment(torch.rand(2, 1, 28, 28))
     with pytest.raises(MatrixSSLError, match="1-channel"):
         augment(batch(3, 28))
+
+
+def test_local_views_are_smaller_crops_of_smaller_areas() -> None:
+    multi = dataclasses.replace(GRAY, local_views=3, jitter_probability=0.0, solarize_probability=(0.0, 0.0))
+    assert multi.local_crop == (14, (0.05, 0.25))  # half of 28 px; areas up to the global crops' smallest
+    views = TwoViewAugmentation(multi)(batch(1, 28))
+    assert [tuple(v.shape) for v in views] == [(8, 1, 28, 28)] * 2 + [(8, 1, 14, 14)] * 3
+    assert not torch.equal(views[2], views[3])
+    # A crop of at most a quarter of the area, resized to 14 px, against the whole image at 14 px: not the same.
+    whole = nn.functional.interpolate(views[0], size=(14, 14), mode="bilinear", antialias=True)
+    assert not torch.allclose(views[2], whole, atol=0.1)
+    sized = dataclasses.replace(GRAY, local_views=1, local_crop_size=10)
+    assert TwoViewAugmentation(sized)(batch(1, 28))[2].shape == (8, 1, 10, 10)
+    assert len(TwoViewAugmentation(GRAY)(batch(1, 28))) == 2
+    with pytest.raises(MatrixSSLError, match="local_views must be >= 0"):
+        TwoViewAugmentation(dataclasses.replace(GRAY, local_views=-1))

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -21,6 +22,7 @@ from conftest import TINY, mnist_like, override, write_idx_split
 from matrixssl.cli import main
 from matrixssl.config import load_config
 from matrixssl.losses import MatrixSSLLoss
+from matrixssl.methods.matrix_ssl import MatrixSSL
 from matrixssl.plots import read_epoch_curves
 from matrixssl.train import log_histories, training_precision
 
@@ -197,3 +199,18 @@ def test_bf16_mixed_training_runs_and_is_recorded(data_dir: Path, tmp_path: Path
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["precision"] == "bf16-mixed" and metrics["global_step"] == 64 // 16
     assert 0.0 <= metrics["linear_top1"] <= 100.0
+
+
+def test_multi_crop_feeds_local_views_to_the_loss(data_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    seen: list[tuple[int, int, tuple[int, ...]]] = []
+    original = MatrixSSL.loss_from_views
+
+    def recording(self: MatrixSSL, online: list[torch.Tensor], teacher: list[torch.Tensor]) -> Any:
+        seen.append((len(online), len(teacher), tuple(online[-1].shape)))
+        return original(self, online, teacher)
+
+    monkeypatch.setattr(MatrixSSL, "loss_from_views", recording)
+    output = tmp_path / "run"
+    assert main(args(data_dir, output, "trainer.max_epochs=1", "data.local_views=2")) == 0
+    assert seen and all(entry == (4, 2, (16, 16)) for entry in seen)  # 2 views + 2 local, 2 teachers
+    assert json.loads((output / "metrics.json").read_text())["global_step"] == 64 // 16

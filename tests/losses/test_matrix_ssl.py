@@ -75,6 +75,23 @@ def test_loss_is_the_symmetrised_sum_of_the_one_direction_losses() -> None:
     )
 
 
+@pytest.mark.parametrize("settings", [dict(), dict(taylor_order=None, ridge=0.05, online_uniformity=0.3)])
+def test_multi_crop_averages_every_view_against_every_other_views_target(settings: dict) -> None:
+    o1, o2, t1, t2 = views(32, 16)
+    l1, l2 = views(32, 16)[:2]
+    ours = MatrixSSLLoss(**settings).multi_view_terms([o1, o2, l1, l2], [t1, t2]).loss
+    # reference(x, x, t2, t1) = ½[pair(t1, x) + pair(t2, x)]: a local view against both targets.
+    pairs = 2 * reference_matrix_ssl_loss(o1, o2, t1, t2, **settings) + sum(
+        2 * reference_matrix_ssl_loss(local, local, t2, t1, **settings) for local in (l1, l2)
+    )
+    expected = pairs / 6  # o1 and o2 have one pair each, each local view two
+    assert ours.item() == pytest.approx(expected.item(), rel=1e-10)
+    for g, e in zip(torch.autograd.grad(ours, [o1, l2]), torch.autograd.grad(expected, [o1, l2])):
+        torch.testing.assert_close(g, e, rtol=1e-8, atol=1e-12)
+    with pytest.raises(ValueError, match="need at least two targets and an online view for each"):
+        MatrixSSLLoss(**settings).multi_view_terms([o1], [t1, t2])
+
+
 def test_online_uniformity_raises_the_rank_a_collapsed_teacher_cannot() -> None:
     """Against a rank-2 teacher, descending U(t, o) + A(t, o) keeps o near rank 2; adding U(o, o) spreads it."""
     torch.manual_seed(0)

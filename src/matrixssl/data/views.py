@@ -6,6 +6,11 @@ and view 2 blurred with p 0.1 and solarised with p 0.2. Grayscale data keeps the
 the jitter. Every image draws its own random parameters. Making the views batched on the training device means
 GPUs are not starved by per-image CPU workers, and on a CPU it replaces thousands of small PIL calls by a few
 tensor operations.
+
+Multi-crop (Caron et al., SwAV 2020): `local_views` extra small crops per image, each from a smaller area
+(DINO's convention: up to the global crops' smallest area, down to 0.05) at `local_crop_size` (half the global
+size by default) with view 2's photometric ops. They cost about a quarter of a global view each and have no
+teacher pass; the loss compares them with the teachers of both global views.
 """
 
 from __future__ import annotations
@@ -38,6 +43,14 @@ class ViewConfig:
     flip_probability: float = 0.5
     blur_probability: tuple[float, float] = (1.0, 0.1)
     solarize_probability: tuple[float, float] = (0.0, 0.2)
+    local_views: int = 0
+    local_crop_size: int | None = None  # None: half the crop size
+
+    @property
+    def local_crop(self) -> tuple[int, tuple[float, float]]:
+        """(size, area scale) of a local crop."""
+        size = self.local_crop_size or max(1, self.crop_size // 2)
+        return size, (min(0.05, self.crop_scale[0]), self.crop_scale[0])
 
     @property
     def blur_kernel_size(self) -> int:
@@ -66,10 +79,9 @@ def view_config_for(
     return config
 
 
-def _branch(config: ViewConfig, view: int) -> nn.Sequential:
-    ops: list[nn.Module] = [
-        K.RandomResizedCrop((config.crop_size, config.crop_size), scale=config.crop_scale)
-    ]
+def _branch(config: ViewConfig, view: int, local: bool = False) -> nn.Sequential:
+    size, scale = config.local_crop if local else (config.crop_size, config.crop_scale)
+    ops: list[nn.Module] = [K.RandomResizedCrop((size, size), scale=scale)]
     if any(config.jitter):
         ops.append(K.ColorJitter(*config.jitter, p=config.jitter_probability))
     if config.color:
@@ -85,12 +97,16 @@ def _branch(config: ViewConfig, view: int) -> nn.Sequential:
 
 
 class TwoViewAugmentation(nn.Module):
-    """uint8 (B, C, H, W) -> two normalised float32 views, each image with its own random parameters."""
+    """uint8 (B, C, H, W) -> two normalised float32 views (then the local views, if any), each image with its
+    own random parameters."""
 
     def __init__(self, config: ViewConfig) -> None:
         super().__init__()
+        if config.local_views < 0:
+            raise MatrixSSLError(f"local_views must be >= 0 (0: no multi-crop), got {config.local_views}")
         self.config = config
         self.branches = nn.ModuleList([_branch(config, 0), _branch(config, 1)])
+        self.local_branch = _branch(config, 1, local=True) if config.local_views else None
         self.mean: Tensor
         self.std: Tensor
         self.register_buffer("mean", torch.tensor(config.mean).view(1, -1, 1, 1), persistent=False)
@@ -110,12 +126,13 @@ class TwoViewAugmentation(nn.Module):
         return (x - self.mean) / self.std
 
     @torch.no_grad()
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, images: Tensor) -> list[Tensor]:
+        """[view_1, view_2, local_1, ..., local_L]."""
         self._check(images)
         with torch.autocast(device_type=images.device.type, enabled=False):
             pixels = images.float().div_(255)
-            view_1, view_2 = (self._normalise(branch(pixels)) for branch in self.branches)
-        return view_1, view_2
+            branches = [*self.branches, *[self.local_branch] * self.config.local_views]
+            return [self._normalise(branch(pixels)) for branch in branches if branch is not None]
 
     @torch.no_grad()
     def eval_transform(self, images: Tensor) -> Tensor:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -301,15 +302,36 @@ class MatrixSSLLoss(_MatrixLossBase):
         return cls(None, ridge, gamma, None, True, gather_distributed)
 
     def terms(self, online_1: Tensor, online_2: Tensor, target_1: Tensor, target_2: Tensor) -> MatrixSSLTerms:
-        check_embeddings(online_1=online_1, online_2=online_2, target_1=target_1, target_2=target_2)
-        o1, t2 = self._pair(online_1, target_2)
-        o2, t1 = self._pair(online_2, target_1)
+        return self.multi_view_terms([online_1, online_2], [target_1, target_2])
+
+    def multi_view_terms(self, online: Sequence[Tensor], targets: Sequence[Tensor]) -> MatrixSSLTerms:
+        """Every online view against the target of every other view, averaged over those pairs.
+
+        `targets[i]` is the teacher output of view i, for the first len(targets) online views; the views after
+        them (multi-crop's local views) have no target of their own. With two of each this is the two-view loss.
+        """
+        check_embeddings(
+            **{f"online_{i + 1}": z for i, z in enumerate(online)},
+            **{f"target_{i + 1}": z for i, z in enumerate(targets)},
+        )
+        if len(targets) < 2 or len(online) < len(targets):
+            raise ValueError(
+                f"need at least two targets and an online view for each, got {len(online)} online views "
+                f"and {len(targets)} targets"
+            )
+        o = [centred(prepare(z, gather_distributed=self.gather_distributed)) for z in online]
+        t = [centred(prepare(z, gather_distributed=self.gather_distributed, detach=True)) for z in targets]
         need_alignment, need_online = self.gamma != 0, self.online_uniformity != 0
-        first = self._direction(t2, o1, True, need_alignment, need_online)
-        second = self._direction(t1, o2, True, need_alignment, need_online)
-        uniformity = 0.5 * (first.uniformity + second.uniformity)
-        alignment = 0.5 * (first.alignment + second.alignment)
-        online_uniformity = 0.5 * (first.online_uniformity + second.online_uniformity)
+        pairs = [
+            self._direction(t[i], o[j], True, need_alignment, need_online)
+            for j in range(len(o))
+            for i in range(len(t))
+            if i != j
+        ]
+        uniformity, alignment, online_uniformity = (
+            torch.stack(parts).mean()
+            for parts in zip(*((p.uniformity, p.alignment, p.online_uniformity) for p in pairs))
+        )
         loss = uniformity + self.gamma * alignment + self.online_uniformity * online_uniformity
         return MatrixSSLTerms(loss, uniformity, alignment, online_uniformity)
 

@@ -49,9 +49,11 @@ class DatasetInfo:
 
 
 class SSLMethod(L.LightningModule):
-    """Shared training machinery; subclasses set `uses_teacher`, build heads and define the loss."""
+    """Shared training machinery; subclasses set `uses_teacher` (and `supports_local_views` if their loss takes
+    multi-crop views), build heads and define the loss."""
 
     uses_teacher = True
+    supports_local_views = False
 
     def __init__(self, config: Config, info: DatasetInfo, steps_per_epoch: int) -> None:
         super().__init__()
@@ -61,6 +63,9 @@ class SSLMethod(L.LightningModule):
         recipe = view_config_for(info.name, info.image_size, info.channels, info.mean, info.std)
         if config.data.crop_min_scale is not None:
             recipe = dataclasses.replace(recipe, crop_scale=(config.data.crop_min_scale, 1.0))
+        recipe = dataclasses.replace(
+            recipe, local_views=config.data.local_views, local_crop_size=config.data.local_crop_size
+        )
         self.views = TwoViewAugmentation(recipe)
         depth = {} if m.blocks_per_stage is None else {"blocks": (m.blocks_per_stage,) * 4}
         self.backbone = build_backbone(
@@ -91,7 +96,8 @@ class SSLMethod(L.LightningModule):
 
     # --- what a method defines -------------------------------------------------------------------------
     def loss_from_views(self, online: list[Tensor], teacher: list[Tensor]) -> dict[str, Tensor]:
-        """Method loss from per-view projector outputs (`online`) and teacher outputs; key 'loss' required."""
+        """Method loss from per-view projector outputs (`online`: the two views, then any local views) and the
+        teacher outputs of the two views; key 'loss' required."""
         raise NotImplementedError
 
     # --- shared step -------------------------------------------------------------------------------------
@@ -105,17 +111,17 @@ class SSLMethod(L.LightningModule):
             else images
         )
 
-    def make_views(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        """(view_1, view_2, labels) from a loader batch: uint8 images augmented here, on the model's device."""
+    def make_views(self, batch: tuple[Tensor, Tensor]) -> tuple[list[Tensor], Tensor]:
+        """([view_1, view_2, *local views], labels) from a loader batch: uint8 images augmented here, on the
+        model's device."""
         images, labels = batch
-        view_1, view_2 = self.views(images)
-        return self._input(view_1), self._input(view_2), labels
+        return [self._input(view) for view in self.views(images)], labels
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_index: int) -> Tensor:
-        view_1, view_2, labels = self.make_views(batch)
-        features = [self.backbone(v) for v in (view_1, view_2)]
+        views, labels = self.make_views(batch)
+        features = [self.backbone(v) for v in views]
         online = [self.projector(f) for f in features]
-        teacher = self.teacher_outputs([view_1, view_2], online)
+        teacher = self.teacher_outputs(views[:2], online[:2])
         self._stop_if_not_finite("the embeddings", *online)
         terms = self.loss_from_views(online, teacher)
         loss = terms["loss"]

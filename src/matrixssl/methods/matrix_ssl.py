@@ -11,6 +11,8 @@ from matrixssl.models import Predictor
 
 
 class MatrixSSL(SSLMethod):
+    supports_local_views = True  # local views are compared with both teachers (`multi_view_terms`)
+
     def __init__(self, config: Config, info: DatasetInfo, steps_per_epoch: int) -> None:
         super().__init__(config, info, steps_per_epoch)
         m, loss = config.model, config.loss
@@ -29,7 +31,7 @@ class MatrixSSL(SSLMethod):
 
     def loss_from_views(self, online: list[Tensor], teacher: list[Tensor]) -> dict[str, Tensor]:
         predicted = [self.predictor(z) for z in online]
-        terms = self.loss_fn.terms(predicted[0], predicted[1], teacher[0], teacher[1])
+        terms = self.loss_fn.multi_view_terms(predicted, teacher)
         parts = terms._asdict()
         if not self.loss_fn.online_uniformity:
             del parts["online_uniformity"]  # not computed
