@@ -23,14 +23,16 @@ GLOBAL_BATCH = 16
 
 
 class DeterministicMatrixSSL(MatrixSSL):
-    """The views are the clean image and its mirror image, so both runs see identical inputs."""
+    """The views are the clean image and its mirror image (plus, with local views, the clean image at half
+    size), so both runs see identical inputs."""
 
     record_dir = ""
 
     def make_views(self, batch):  # type: ignore[no-untyped-def]
         images, labels = batch
         clean = self.views.eval_transform(images)
-        return clean, clean.flip(-1), labels
+        local = torch.nn.functional.interpolate(clean, size=(14, 14), mode="bilinear", antialias=True)
+        return [clean, clean.flip(-1), *[local] * self.config.data.local_views], labels
 
     def on_train_batch_start(self, batch, batch_index):  # type: ignore[no-untyped-def]
         for module in self.modules():
@@ -43,7 +45,7 @@ class DeterministicMatrixSSL(MatrixSSL):
         return terms
 
 
-def first_step_loss(tmp_path: Path, devices: int) -> list[float]:
+def first_step_loss(tmp_path: Path, devices: int, local_views: int) -> list[float]:
     record = tmp_path / f"devices{devices}"
     record.mkdir()
     config = load_config(
@@ -54,6 +56,7 @@ def first_step_loss(tmp_path: Path, devices: int) -> list[float]:
             "model.projector_hidden_dim=32",
             "model.projector_dim=16",
             "model.predictor_hidden_dim=8",
+            f"data.local_views={local_views}",
         ],
     )
     torch.manual_seed(0)
@@ -80,8 +83,9 @@ def first_step_loss(tmp_path: Path, devices: int) -> list[float]:
 
 
 @pytest.mark.timeout(300)
-def test_two_process_ddp_first_step_equals_one_process(tmp_path: Path) -> None:
-    single = first_step_loss(tmp_path, devices=1)
-    double = first_step_loss(tmp_path, devices=2)
+@pytest.mark.parametrize("local_views", [0, 1])
+def test_two_process_ddp_first_step_equals_one_process(tmp_path: Path, local_views: int) -> None:
+    single = first_step_loss(tmp_path, devices=1, local_views=local_views)
+    double = first_step_loss(tmp_path, devices=2, local_views=local_views)
     assert double[0] == pytest.approx(double[1], rel=1e-6)
     assert double[0] == pytest.approx(single[0], rel=1e-5)

@@ -147,13 +147,13 @@ def test_corrupt_and_mismatched_checkpoints_are_refused(data_dir: Path, tmp_path
 def test_non_finite_loss_stops_with_the_step_and_last_checkpoint(
     data_dir: Path, tmp_path: Path, capsys, monkeypatch
 ) -> None:
-    real_terms = MatrixSSLLoss.terms
+    real_terms = MatrixSSLLoss.multi_view_terms
 
     def poisoned(self, *views):  # type: ignore[no-untyped-def]
         terms = real_terms(self, *views)
         return terms._replace(loss=terms.loss * float("nan"))
 
-    monkeypatch.setattr(MatrixSSLLoss, "terms", poisoned)
+    monkeypatch.setattr(MatrixSSLLoss, "multi_view_terms", poisoned)
     assert main(args(data_dir, tmp_path / "run", "trainer.max_epochs=1")) == 2
     err = capsys.readouterr().err
     assert "the loss became non-finite (NaN/Inf) at step 0" in err and "last good checkpoint: none yet" in err
