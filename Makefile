@@ -35,7 +35,7 @@ test: setup
 
 # The main job: pretrain Matrix-SSL on Fashion-MNIST with the quick config, evaluate, print the figures.
 # A finished or interrupted run in RUN_DIR is resumed (a finished one is only re-evaluated).
-# RUN_ARGS: extra key=value overrides, e.g. RUN_ARGS=trainer.max_epochs=6 on a CPU without native bf16.
+# RUN_ARGS: extra key=value overrides, e.g. RUN_ARGS=trainer.max_epochs=4 on a CPU without native bf16.
 RUN_DIR ?= runs/fashion-mnist-matrix-ssl
 RUN_ARGS ?=
 run: setup

@@ -30,7 +30,7 @@ class DataConfig:
     image_size: int | None = None  # imagefolder: resize/crop size on load
     test_split: str = "test"  # split used for evaluation (imagefolder: a sub-folder name, e.g. val)
     crop_min_scale: float | None = None  # smallest random-resized-crop area; None: the dataset's recipe
-    local_views: int = 0  # multi-crop: small crops per image next to the two views (matrix_ssl only)
+    local_views: int = 4  # multi-crop: small crops per image next to the two views (matrix_ssl only)
     local_crop_size: int | None = None  # side of a local crop in pixels; None: half the crop size
 
 
@@ -125,7 +125,7 @@ PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "64-true")
 
 @dataclass
 class TrainerConfig:
-    max_epochs: int = 9
+    max_epochs: int = 6
     accelerator: str = "auto"
     devices: str = "auto"
     num_nodes: int = 1
