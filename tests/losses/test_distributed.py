@@ -76,7 +76,9 @@ def worker(rank: int, init_file: str, out_dir: str) -> None:
         loss = evaluate(name, loss_fn, model, target, x1[part], x2[part])
         loss.backward()
         results[name] = (loss.detach(), [p.grad.clone() for p in online.parameters()])
+        del model  # its reducer holds the process group: it must go before the group is destroyed
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+    dist.barrier()  # neither rank tears gloo down while the other still talks to it
     dist.destroy_process_group()
 
 
