@@ -66,6 +66,8 @@ def test_local_views_only_for_methods_whose_loss_takes_them() -> None:
         MatrixSSLError, match="data.local_views .multi-crop. is implemented for matrix_ssl only"
     ):
         load_config(None, ["data.local_views=2", "loss.method=simclr"])
+    with pytest.raises(MatrixSSLError, match="unknown method 'nope'"):
+        load_config(None, ["data.local_views=0", "loss.method=nope"])
 
 
 def test_bad_files(tmp_path: Path) -> None:

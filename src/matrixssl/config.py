@@ -284,7 +284,8 @@ def _validate_loss(loss: LossConfig, local_views: int) -> None:
     caught here, with the key's name."""
     from matrixssl.methods import method_class  # imported here: the methods build on this module
 
-    if local_views and not method_class(loss.method).supports_local_views:
+    method = method_class(loss.method)
+    if local_views and not method.supports_local_views:
         raise MatrixSSLError(
             f"data.local_views (multi-crop) is implemented for matrix_ssl only, not {loss.method}; "
             "set data.local_views=0"
