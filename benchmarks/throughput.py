@@ -128,8 +128,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args()
-    quick = load_config(None, [f"data.batch_size={args.batch_size}", "trainer.max_epochs=1"])
-    overrides = [f"data.batch_size={args.batch_size}", "trainer.max_epochs=1", "data.local_views=0"]
+    quick_overrides = [f"data.batch_size={args.batch_size}", "trainer.max_epochs=1"]
+    quick = load_config(None, quick_overrides)
+    overrides = [*quick_overrides, "data.local_views=0"]
     config = load_config(None, overrides)
     data = load_dataset(config.data.name, config.data.dir, "train", subset=args.batch_size * (args.steps + 8))
     info = dataset_info(data)

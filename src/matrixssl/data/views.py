@@ -9,7 +9,7 @@ tensor operations.
 
 Multi-crop (Caron et al., SwAV 2020): `local_views` extra small crops per image, each from a smaller area
 (DINO's convention: up to the global crops' smallest area, down to 0.05) at `local_crop_size` (half the global
-size by default) with view 2's photometric ops. They cost about a quarter of a global view each and have no
+size by default) with view 2's photometric ops. They have a quarter of a global view's pixels each and no
 teacher pass; the loss compares them with the teachers of both global views.
 """
 
@@ -131,8 +131,10 @@ class TwoViewAugmentation(nn.Module):
         self._check(images)
         with torch.autocast(device_type=images.device.type, enabled=False):
             pixels = images.float().div_(255)
-            branches = [*self.branches, *[self.local_branch] * self.config.local_views]
-            return [self._normalise(branch(pixels)) for branch in branches if branch is not None]
+            views = [branch(pixels) for branch in self.branches]
+            if self.local_branch is not None:
+                views += [self.local_branch(pixels) for _ in range(self.config.local_views)]
+            return [self._normalise(view) for view in views]
 
     @torch.no_grad()
     def eval_transform(self, images: Tensor) -> Tensor:

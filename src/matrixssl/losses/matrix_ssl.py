@@ -190,10 +190,12 @@ class _MatrixLossBase(nn.Module):
         self.gather_distributed = gather_distributed
         self._warned = False
 
+    def _prepared(self, z: Tensor, target: bool = False) -> Tensor:
+        """Normalised, gathered when asked, centred; a target is also detached."""
+        return centred(prepare(z, gather_distributed=self.gather_distributed, detach=target))
+
     def _pair(self, online: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-        o = centred(prepare(online, gather_distributed=self.gather_distributed))
-        t = centred(prepare(target, gather_distributed=self.gather_distributed, detach=True))
-        return o, t
+        return self._prepared(online), self._prepared(target, target=True)
 
     def _direction(
         self,
@@ -319,8 +321,8 @@ class MatrixSSLLoss(_MatrixLossBase):
                 f"need at least two targets and an online view for each, got {len(online)} online views "
                 f"and {len(targets)} targets"
             )
-        o = [centred(prepare(z, gather_distributed=self.gather_distributed)) for z in online]
-        t = [centred(prepare(z, gather_distributed=self.gather_distributed, detach=True)) for z in targets]
+        o = [self._prepared(z) for z in online]
+        t = [self._prepared(z, target=True) for z in targets]
         need_alignment, need_online = self.gamma != 0, self.online_uniformity != 0
         pairs = [
             self._direction(t[i], o[j], True, need_alignment, need_online)
