@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from matrixssl.errors import MatrixSSLError
+from matrixssl.runtime import PRECISIONS
 
 
 @dataclass
@@ -118,11 +119,6 @@ class TeacherConfig:
     final_momentum: float = 1.0
 
 
-# Lightning's training precisions that the losses support (matrix functions always run in float32); "auto" is
-# resolved by `matrixssl.train.training_precision`.
-PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "64-true")
-
-
 @dataclass
 class TrainerConfig:
     max_epochs: int = 6
@@ -130,7 +126,9 @@ class TrainerConfig:
     devices: str = "auto"
     num_nodes: int = 1
     strategy: str = "auto"
-    precision: str = "auto"  # see PRECISIONS; auto: bf16-mixed where the device computes bf16 natively
+    precision: str = (
+        "auto"  # see runtime.PRECISIONS; auto: bf16-mixed where the device computes bf16 natively
+    )
     checkpoint_every_n_epochs: int = 1
     seed: int = 0
     log_every_n_steps: int = 20

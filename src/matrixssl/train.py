@@ -7,7 +7,6 @@ continues from `last.ckpt` with the optimiser, schedules, teacher and epoch coun
 from __future__ import annotations
 
 import importlib.util
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -25,21 +24,23 @@ from matrixssl.errors import MatrixSSLError
 from matrixssl.eval.checkpoint import mismatched_keys
 from matrixssl.eval.features import extract_features
 from matrixssl.eval.report import evaluate_features
-from matrixssl.files import write_json
 from matrixssl.methods import DatasetInfo, SSLMethod, method_class
 from matrixssl.methods.base import check_divisible, steps_per_epoch
 from matrixssl.plots import covariance_spectrum, plot_spectra, plot_training_curves
+from matrixssl.runtime import resolve_precision, save_torch, write_json
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write to a temporary file in the same folder, then rename: a killed run never leaves half a file."""
+    """Checkpoints written atomically (a killed run never leaves half a file) and read back without unpickling
+    anything but tensors and plain containers."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(f".{target.name}.tmp")
-        torch.save(checkpoint, temporary)
-        os.replace(temporary, target)
+        save_torch(checkpoint, path)
+
+    def load_checkpoint(
+        self, path: Any, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        return torch.load(path, map_location=map_location or "cpu", weights_only=True)
 
 
 def pretraining_split(name: str) -> str:
@@ -85,17 +86,8 @@ def _uses_gpu(config: Config) -> bool:
 
 
 def training_precision(config: Config) -> str:
-    """`trainer.precision`, with "auto" resolved: bf16-mixed where the device has native bf16 arithmetic (a GPU
-    that supports it; a CPU with AVX512-BF16 or AMX, where it made the quick run's step 1.3x faster); on an older
-    GPU (V100, T4: fp16 tensor cores, no bf16) 16-mixed with loss scaling; else 32-true (a CPU emulates bf16,
-    slower than float32). The matrix functions run in float32 under every one of them."""
-    if config.trainer.precision != "auto":
-        return config.trainer.precision
-    if _uses_gpu(config):
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    capabilities = torch.cpu.get_capabilities()
-    native = bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
-    return "bf16-mixed" if native else "32-true"
+    """`trainer.precision` with "auto" resolved by the library's one rule (`runtime.auto_precision`)."""
+    return resolve_precision(config.trainer.precision, "cuda" if _uses_gpu(config) else "cpu")
 
 
 def checkpoint_dir(config: Config) -> Path:
@@ -105,7 +97,7 @@ def checkpoint_dir(config: Config) -> Path:
 def _check_resumable(path: Path, model: SSLMethod) -> None:
     """One clear error for a corrupt checkpoint or one written by a different configuration."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
         weights = state["state_dict"]
     except Exception as error:  # noqa: BLE001 - any unreadable file is the same user-facing problem
         raise MatrixSSLError(

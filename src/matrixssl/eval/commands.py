@@ -20,7 +20,7 @@ from torch import Tensor
 from matrixssl.errors import MatrixSSLError
 from matrixssl.eval.export import FORMATS
 from matrixssl.eval.probe import OPTIMIZERS
-from matrixssl.files import write_json
+from matrixssl.runtime import write_json
 
 if TYPE_CHECKING:  # the checkpoint loader pulls in Lightning and kornia: only when a command runs
     from matrixssl.data import ImageDataset

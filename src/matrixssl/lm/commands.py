@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from matrixssl.errors import MatrixSSLError
-from matrixssl.files import write_json
 from matrixssl.lm.data import (
     SOURCES,
     Problem,
@@ -23,6 +22,7 @@ from matrixssl.lm.data import (
     write_jsonl,
 )
 from matrixssl.lm.loss import DEFAULT_RIDGE, DEFAULT_TOP_K
+from matrixssl.runtime import write_json
 
 
 def resolve_device(name: str) -> str:

