@@ -1,13 +1,17 @@
-"""Batched two-view augmentation: shapes, independence per image, determinism, identity case, errors."""
+"""Batched two-view augmentation: the recipe each registry entry gives, shapes, independence per image,
+determinism, identity case, errors."""
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 
 import pytest
 import torch
 from torch import nn
 
+from matrixssl.data import DATASETS
+from matrixssl.data import views as views_module
 from matrixssl.data.views import TwoViewAugmentation, ViewConfig, view_config_for
 from matrixssl.errors import MatrixSSLError
 
@@ -82,6 +86,59 @@ def test_recipes_per_dataset() -> None:
     assert "RandomGrayscale" not in names and "RandomSolarize" in names and "ColorJitter" in names
     # One channel: brightness and contrast jitter only.
     assert GRAY.jitter == (0.4, 0.4, 0.0, 0.0) and COLOR.jitter == (0.4, 0.4, 0.2, 0.1)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "size", "channels", "crop_scale", "flip", "blur"),
+    [
+        ("fashion-mnist", 28, 1, (0.25, 1.0), 0.5, (0.0, 0.0)),
+        ("mnist", 28, 1, (0.3, 1.0), 0.0, (0.0, 0.0)),
+        ("cifar10", 32, 3, (0.2, 1.0), 0.5, (0.0, 0.0)),
+        ("cifar100", 32, 3, (0.2, 1.0), 0.5, (0.0, 0.0)),
+        ("stl10", 96, 3, (0.2, 1.0), 0.5, (1.0, 0.1)),
+        ("imagefolder", 224, 3, (0.2, 1.0), 0.5, (1.0, 0.1)),
+        ("not-registered", 64, 3, (0.2, 1.0), 0.5, (1.0, 0.1)),
+    ],
+)
+def test_each_dataset_gets_the_recipe_it_always_had(
+    dataset: str,
+    size: int,
+    channels: int,
+    crop_scale: tuple[float, float],
+    flip: float,
+    blur: tuple[float, float],
+) -> None:
+    mean, std = (0.5,) * channels, (0.25,) * channels
+    jitter = (0.4, 0.4, 0.2, 0.1) if channels == 3 else (0.4, 0.4, 0.0, 0.0)
+    expected = ViewConfig(
+        size,
+        channels,
+        mean,
+        std,
+        crop_scale=crop_scale,
+        color=channels == 3,
+        jitter=jitter,
+        jitter_probability=0.8,
+        grayscale_probability=0.2,
+        flip_probability=flip,
+        blur_probability=blur,
+        solarize_probability=(0.0, 0.2),
+    )
+    assert view_config_for(dataset, size, channels, mean, std) == expected
+
+
+def test_the_crop_and_flips_come_from_the_registry_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    changed = dataclasses.replace(DATASETS["cifar10"], crop_scale=(0.5, 0.9), flips=False)
+    monkeypatch.setitem(DATASETS, "cifar10", changed)
+    config = view_config_for("cifar10", 32, 3, (0.5,) * 3, (0.25,) * 3)
+    assert config.crop_scale == (0.5, 0.9) and config.flip_probability == 0.0
+    names = [type(op).__name__ for op in TwoViewAugmentation(config).branches[0]]
+    assert "RandomHorizontalFlip" not in names
+
+
+def test_the_views_module_names_no_dataset() -> None:
+    source = inspect.getsource(views_module)
+    assert [name for name in DATASETS if f'"{name}"' in source or f"'{name}'" in source] == []
 
 
 def test_grayscale_jitter_changes_intensity_not_shape() -> None:

@@ -1,21 +1,29 @@
-"""Datasets (registry and readers for the standard on-disk formats)."""
+"""Datasets: the registry of named datasets (``registry``), readers of their on-disk formats (``formats``)
+and the batched two-view augmentation (``views``)."""
 
-from matrixssl.data.datasets import (
+from matrixssl.data.dataset import DatasetInfo, ImageDataset, InMemoryDataset
+from matrixssl.data.formats import ImageFolderDataset, STL10Dataset
+from matrixssl.data.registry import (
     DATASETS,
     DatasetSpec,
-    ImageDataset,
-    ImageFolderDataset,
-    InMemoryDataset,
-    STL10Dataset,
+    DataSettings,
+    dataset_spec,
     load_dataset,
+    load_splits,
+    splits_for,
 )
 
 __all__ = [
     "DATASETS",
+    "DataSettings",
+    "DatasetInfo",
     "DatasetSpec",
     "ImageDataset",
     "ImageFolderDataset",
     "InMemoryDataset",
     "STL10Dataset",
+    "dataset_spec",
     "load_dataset",
+    "load_splits",
+    "splits_for",
 ]

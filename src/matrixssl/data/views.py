@@ -15,15 +15,15 @@ teacher pass; the loss compares them with the teachers of both global views.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import kornia.augmentation as K
 import torch
 from torch import Tensor, nn
 
+from matrixssl.data.registry import DATASETS, DEFAULT_CROP_SCALE
 from matrixssl.errors import MatrixSSLError
-
-DIGITS = ("mnist",)  # mirrored digits are different digits: no flips
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class ViewConfig:
     channels: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    crop_scale: tuple[float, float] = (0.2, 1.0)
+    crop_scale: tuple[float, float] = DEFAULT_CROP_SCALE
     color: bool = True
     jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)  # brightness, contrast, saturation, hue
     jitter_probability: float = 0.8
@@ -62,8 +62,16 @@ class ViewConfig:
 def view_config_for(
     dataset: str, image_size: int, channels: int, mean: tuple[float, ...], std: tuple[float, ...]
 ) -> ViewConfig:
-    """The recipe for a dataset: the full official pipeline from 96 px up, no blur on tiny images."""
+    """The recipe for a dataset: the full official pipeline from 96 px up, no blur on tiny images. The crop's
+    area range and whether to flip come from the dataset's registry entry (an unregistered name: defaults)."""
     config = ViewConfig(image_size, channels, tuple(mean), tuple(std), color=channels == 3)
+    spec = DATASETS.get(dataset)
+    if spec is not None:
+        config = dataclasses.replace(
+            config,
+            crop_scale=spec.crop_scale,
+            flip_probability=config.flip_probability if spec.flips else 0.0,
+        )
     if not config.color:
         # Without brightness/contrast jitter two crops of one image share its intensity histogram, a shortcut
         # the network learns instead of shape (what colour jitter prevents on RGB data).
@@ -71,11 +79,6 @@ def view_config_for(
     if image_size <= 32:
         # Blurring a 28-32 px image destroys it; the CIFAR literature drops blur and keeps solarisation.
         config = ViewConfig(**{**vars(config), "blur_probability": (0.0, 0.0)})
-    if dataset == "fashion-mnist":
-        # Measured at the quick budget: crops of at least a quarter of a 28 px garment beat 0.2 by ~0.9 point.
-        config = ViewConfig(**{**vars(config), "crop_scale": (0.25, 1.0)})
-    if dataset in DIGITS:
-        config = ViewConfig(**{**vars(config), "flip_probability": 0.0, "crop_scale": (0.3, 1.0)})
     return config
 
 
