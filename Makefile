@@ -39,13 +39,14 @@ test: setup
 RUN_DIR ?= runs/fashion-mnist-matrix-ssl
 RUN_ARGS ?=
 run: setup
-	$(BIN)/matrixssl pretrain output_dir=$(RUN_DIR) $(RUN_ARGS) $$([ -f $(RUN_DIR)/checkpoints/last.ckpt ] && echo --resume)
+	$(BIN)/matrixssl pretrain --config configs/fashion-mnist/matrix_ssl.yaml output_dir=$(RUN_DIR) $(RUN_ARGS) $$([ -f $(RUN_DIR)/checkpoints/last.ckpt ] && echo --resume)
 
 bench: setup
 	$(BIN)/python benchmarks/loss_speed.py
 	$(BIN)/python benchmarks/throughput.py
 
 lint: setup
+	$(BIN)/lint-imports
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy

@@ -13,14 +13,14 @@ import sys
 from _report import header, write
 
 from matrixssl.config import load_config
+from matrixssl.data import splits_for
 from matrixssl.eval.baselines import reference_baselines
-from matrixssl.train import load_splits
 
 
 def main() -> None:
     config = load_config(None, sys.argv[1:])
     rows = reference_baselines(config)
-    _, labelled, test = load_splits(config)
+    _, labelled, test = splits_for(config.data)
     lines = [
         f"Dataset {config.data.name}: probe trained on {len(labelled)} images, tested on {len(test)}; "
         f"backbone {config.model.backbone} ({config.model.stem} stem) width {config.model.width}, "

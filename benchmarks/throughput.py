@@ -30,7 +30,7 @@ from matrixssl.config import load_config
 from matrixssl.data import ImageDataset, load_dataset
 from matrixssl.losses.reference import reference_matrix_ssl_loss
 from matrixssl.methods.matrix_ssl import MatrixSSL
-from matrixssl.train import dataset_info, training_precision
+from matrixssl.train import training_precision
 
 
 class PerImageViews(Dataset[tuple[Tensor, Tensor, int]]):
@@ -129,33 +129,39 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args()
     quick_overrides = [f"data.batch_size={args.batch_size}", "trainer.max_epochs=1"]
-    quick = load_config(None, quick_overrides)
+    quick = load_config("fashion-mnist/matrix_ssl", quick_overrides)
     overrides = [*quick_overrides, "data.local_views=0"]
     config = load_config(None, overrides)
     data = load_dataset(config.data.name, config.data.dir, "train", subset=args.batch_size * (args.steps + 8))
-    info = dataset_info(data)
+    info = data.info
     precision = training_precision(config)
     steps_per_epoch = len(data) // args.batch_size
     rows = []
     torch.manual_seed(0)
-    ours = MatrixSSL(config, info, steps_per_epoch)
+    ours = MatrixSSL(config, info=info, steps_per_epoch=steps_per_epoch)
     ours_loader = DataLoader(data, batch_size=args.batch_size, shuffle=True, drop_last=True)
     t_ours = run(ours, ours_loader, args.steps, args.warmup, precision)
     bf16 = precision == "bf16-mixed"
     t_backbone = backbone_seconds(ours, args.batch_size, info.channels, info.image_size, bf16)
     torch.manual_seed(0)
-    baseline = PerImageMatrixSSL(config, info, steps_per_epoch)
+    baseline = PerImageMatrixSSL(config, info=info, steps_per_epoch=steps_per_epoch)
     baseline_loader = DataLoader(
         PerImageViews(data), batch_size=args.batch_size, shuffle=True, drop_last=True, num_workers=1
     )
     t_base = run(baseline, baseline_loader, args.steps, args.warmup, precision)
     plain_config = load_config(None, [*overrides, "model.channels_last=false", "trainer.precision=32-true"])
     torch.manual_seed(0)
-    plain = MatrixSSL(plain_config, info, steps_per_epoch)
+    plain = MatrixSSL(plain_config, info=info, steps_per_epoch=steps_per_epoch)
     t_plain = run(plain, ours_loader, args.steps, args.warmup, "32-true")
     t_plain_backbone = backbone_seconds(plain, args.batch_size, info.channels, info.image_size, False)
     torch.manual_seed(0)
-    t_multi = run(MatrixSSL(quick, info, steps_per_epoch), ours_loader, args.steps, args.warmup, precision)
+    t_multi = run(
+        MatrixSSL(quick, info=info, steps_per_epoch=steps_per_epoch),
+        ours_loader,
+        args.steps,
+        args.warmup,
+        precision,
+    )
     for name, seconds, backbone in (
         ("ours: batched views + fast loss", t_ours, t_backbone),
         ("per-image PIL views + straightforward loss", t_base, t_backbone),

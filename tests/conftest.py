@@ -40,7 +40,6 @@ def _seed() -> None:
 TINY = [
     "data.name=fashion-mnist",
     "data.batch_size=16",
-    "data.local_views=0",  # every method takes two views; multi-crop has its own tests
     "model.width=0.125",
     "model.projector_hidden_dim=32",
     "model.projector_dim=16",

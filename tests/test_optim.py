@@ -22,9 +22,11 @@ def test_warmup_cosine_values() -> None:
 
 def test_parameter_groups_exclude_biases_and_norms() -> None:
     model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
-    decay, no_decay = parameter_groups(model, 1e-4)
+    decay, no_decay = parameter_groups(model, name="head", lr=0.5, weight_decay=1e-4)
     assert [p.shape for p in decay["params"]] == [torch.Size([4, 3])]
+    assert (decay["name"], decay["lr"], decay["weight_decay"]) == ("head", 0.5, 1e-4)
     assert len(no_decay["params"]) == 3 and no_decay["weight_decay"] == 0.0 and no_decay["lars_exclude"]
+    assert (no_decay["name"], no_decay["lr"]) == ("head/no_decay", 0.5)
 
 
 def test_lars_step_uses_the_trust_ratio() -> None:

@@ -231,13 +231,14 @@ def resolved_settings(config: Path, overrides: list[str]) -> dict[str, Any]:
 
 
 def run_bench(args: Any) -> int:
-    from matrixssl.config import load_config
+    from matrixssl.config import SHIPPED_CONFIGS, load_config
     from matrixssl.eval.baselines import reference_baselines
 
     if args.epochs < 1:
         raise MatrixSSLError(f"--epochs must be at least 1, got {args.epochs}")
     plan = parse_methods(args.methods, args.seeds)
-    configs = {method: config_path(Path(args.configs), args.dataset, method) for method, _ in plan}
+    folder = args.configs or SHIPPED_CONFIGS
+    configs = {method: config_path(folder, args.dataset, method) for method, _ in plan}
     first = load_config(configs[plan[0][0]], args.overrides)  # bad overrides fail here, before any run
     runs: list[Run] = []
     total = sum(seeds for _, seeds in plan)
@@ -295,7 +296,9 @@ def add_bench_command(subparsers: Any) -> None:
     )
     parser.add_argument("--seeds", type=int, default=1, help="seeds for methods given without :SEEDS")
     parser.add_argument("--epochs", type=int, default=2, help="pretraining epochs of every run")
-    parser.add_argument("--configs", default="configs", help="folder of <dataset>/<method>.yaml files")
+    parser.add_argument(
+        "--configs", type=Path, help="folder of <dataset>/<method>.yaml files (default: the shipped configs)"
+    )
     parser.add_argument("--runs", default="runs/bench", help="where the runs go (finished ones are reused)")
     parser.add_argument("--output", default="benchmarks/results", help="where the table and plots go")
     parser.add_argument("--no-references", action="store_true", help="skip the raw-pixel/random-weights rows")

@@ -65,16 +65,17 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-def parameter_groups(module: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: weights with decay, and biases/normalisation parameters without (LARS-excluded)."""
+def parameter_groups(module: nn.Module, *, name: str, lr: float, weight_decay: float) -> list[dict]:
+    """Two named groups of `module`'s trainable parameters, each with its own lr and weight decay: `name`
+    (weights, decayed) and `name/no_decay` (biases and normalisation parameters, LARS-excluded)."""
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
     for parameter in module.parameters():
         if parameter.requires_grad:
             (no_decay if parameter.ndim <= 1 else decay).append(parameter)
     return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0, "lars_exclude": True},
+        {"name": name, "params": decay, "lr": lr, "weight_decay": weight_decay},
+        {"name": f"{name}/no_decay", "params": no_decay, "lr": lr, "weight_decay": 0.0, "lars_exclude": True},
     ]
 
 

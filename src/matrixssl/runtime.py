@@ -74,7 +74,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _atomic(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
+def _atomic(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
     """`write` into a temporary file beside `path`, then rename: a killed process leaves the old file or the
     new one, never half of one."""
     target = Path(path)

@@ -19,12 +19,12 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader
 
 from matrixssl.config import Config, read_yaml, to_dict, to_yaml
-from matrixssl.data import ImageDataset, load_dataset
+from matrixssl.data import splits_for
 from matrixssl.errors import MatrixSSLError
 from matrixssl.eval.checkpoint import mismatched_keys
 from matrixssl.eval.features import extract_features
 from matrixssl.eval.report import evaluate_features
-from matrixssl.methods import DatasetInfo, SSLMethod, method_class
+from matrixssl.methods import SSLMethod, build_method, check_method
 from matrixssl.methods.base import check_divisible, steps_per_epoch
 from matrixssl.plots import covariance_spectrum, plot_spectra, plot_training_curves
 from matrixssl.runtime import resolve_precision, save_torch, write_json
@@ -41,29 +41,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self, path: Any, map_location: Any = None, weights_only: bool | None = None
     ) -> dict[str, Any]:
         return torch.load(path, map_location=map_location or "cpu", weights_only=True)
-
-
-def pretraining_split(name: str) -> str:
-    return "train+unlabeled" if name == "stl10" else "train"
-
-
-def load_splits(config: Config) -> tuple[ImageDataset, ImageDataset, ImageDataset]:
-    """(pretraining set, labelled train set, test set) for the configured dataset."""
-    d = config.data
-
-    def load(split: str, subset: int | None = None) -> ImageDataset:
-        return load_dataset(d.name, d.dir, split, download=d.download, subset=subset, image_size=d.image_size)
-
-    pretrain = load(pretraining_split(d.name), d.subset)
-    labelled = pretrain if pretraining_split(d.name) == "train" else load("train")
-    test = load(d.test_split)
-    return pretrain, labelled, test
-
-
-def dataset_info(dataset: ImageDataset) -> DatasetInfo:
-    return DatasetInfo(
-        dataset.name, dataset.channels, dataset.image_size, dataset.num_classes, dataset.mean, dataset.std
-    )
 
 
 def _device_count(config: Config) -> int:
@@ -189,7 +166,8 @@ def pretrain(config: Config, resume: bool = False) -> dict[str, Any]:
         raise MatrixSSLError(
             f"{output} already holds a run ({last}); pass --resume to continue it, or set output_dir to a new folder"
         )
-    pretrain_set, labelled, test = load_splits(config)
+    check_method(config)  # before the data is read: a typo in the method name fails at once
+    pretrain_set, labelled, test = splits_for(config.data)
     devices = _device_count(config) * config.trainer.num_nodes
     check_divisible(config.data.batch_size, devices)
     per_device = config.data.batch_size // devices
@@ -197,14 +175,11 @@ def pretrain(config: Config, resume: bool = False) -> dict[str, Any]:
         raise MatrixSSLError(
             f"the training set has {len(pretrain_set)} images, fewer than data.batch_size={config.data.batch_size}"
         )
-    try:
-        model = method_class(config.loss.method)(
-            config,
-            dataset_info(pretrain_set),
-            steps_per_epoch(len(pretrain_set), config.data.batch_size, devices),
-        )
-    except ValueError as error:  # a loss or model rejecting its settings is a config mistake
-        raise MatrixSSLError(f"invalid settings for {config.loss.method}: {error}") from None
+    model = build_method(
+        config,
+        info=pretrain_set.info,
+        steps_per_epoch=steps_per_epoch(len(pretrain_set), config.data.batch_size, devices),
+    )
     if resume:
         _check_same_settings(output / "config.yaml", config)
         _check_resumable(last, model)

@@ -55,10 +55,10 @@ def metrics_of(folder: Path) -> dict[str, Any]:
 
 def frozen_features(checkpoint: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Train/test features computed here, independently of the commands."""
-    from matrixssl.train import load_splits
+    from matrixssl.data import splits_for
 
     pretrained = load_pretrained(checkpoint)
-    _, labelled, test = load_splits(pretrained.config)
+    _, labelled, test = splits_for(pretrained.config.data)
     return {
         split: extract_features(pretrained.backbone, dataset, pretrained.eval_transform)
         for split, dataset in (("train", labelled), ("test", test))

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from matrixssl.config import load_config
-from matrixssl.methods import DatasetInfo
+from matrixssl.data import DatasetInfo
 from matrixssl.methods.matrix_ssl import MatrixSSL
 
 GLOBAL_BATCH = 16
@@ -61,7 +61,7 @@ def first_step_loss(tmp_path: Path, devices: int, local_views: int) -> list[floa
     )
     torch.manual_seed(0)
     info = DatasetInfo("fashion-mnist", 1, 28, 10, (0.286,), (0.353,))
-    model = DeterministicMatrixSSL(config, info, steps_per_epoch=1)
+    model = DeterministicMatrixSSL(config, info=info, steps_per_epoch=1)
     model.record_dir = str(record)
     generator = torch.Generator().manual_seed(1)
     images = torch.randint(0, 256, (GLOBAL_BATCH, 1, 28, 28), dtype=torch.uint8, generator=generator)

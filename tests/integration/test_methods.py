@@ -18,8 +18,9 @@ from conftest import TINY, mnist_like, write_idx_split
 
 from matrixssl.cli import main
 from matrixssl.config import Config, load_config
+from matrixssl.data import DatasetInfo
 from matrixssl.errors import MatrixSSLError
-from matrixssl.methods import METHODS, DatasetInfo
+from matrixssl.methods import METHODS, SSLMethod, build_method, check_method
 from matrixssl.methods.mec import lambda_scale
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -105,20 +106,79 @@ def test_fashion_mnist_comparison_changes_only_the_method() -> None:
 @pytest.mark.parametrize(
     "override,message",
     [
-        ("loss.simclr.temperature=0", "'loss.simclr.temperature' must be positive"),
-        ("loss.mec.eps_squared=-1", "'loss.mec.eps_squared' must be positive"),
-        ("loss.vicreg.variance_weight=-2", "'loss.vicreg.variance_weight' must be >= 0"),
-        ("loss.tcr.nope=1", "unknown config key 'loss.tcr.nope'"),
+        (
+            "loss.method=simclr loss.simclr.temperature=0",
+            "'loss.simclr.temperature': temperature must be > 0",
+        ),
+        ("loss.method=mec loss.mec.eps_squared=-1", "'loss.mec.eps_squared': eps_squared must be > 0"),
+        (
+            "loss.method=mec loss.mec.lambda_warmup_epochs=-1",
+            "'loss.mec.lambda_warmup_epochs': .* must be >= 0",
+        ),
+        (
+            "loss.method=vicreg loss.vicreg.variance_weight=-2",
+            "'loss.vicreg.variance_weight': .* must be >= 0",
+        ),
+        ("loss.method=tcr loss.tcr.invariance_weight=-1", "'loss.tcr.invariance_weight': .* must be >= 0"),
+        ("loss.online_uniformity=-1", "'loss.online_uniformity': online_uniformity must be >= 0"),
+        ("loss.gamma=-1", "'loss.gamma': gamma must be >= 0"),
     ],
 )
 def test_bad_method_hyperparameters_name_their_key(override: str, message: str) -> None:
+    """Each range is checked once, by the loss or method that takes the value; the error names the key."""
+    config = load_config(None, [*TINY, *override.split()])
     with pytest.raises(MatrixSSLError, match=message):
-        load_config(None, [override])
+        build_method(config, info=INFO, steps_per_epoch=10)
+
+
+def test_unknown_keys_and_methods_are_refused() -> None:
+    with pytest.raises(MatrixSSLError, match="unknown config key 'loss.tcr.nope'"):
+        load_config(None, ["loss.tcr.nope=1"])
+    with pytest.raises(MatrixSSLError, match="unknown method 'nope'"):
+        check_method(load_config(None, ["loss.method=nope"]))
+
+
+def test_local_views_only_for_methods_whose_loss_takes_them() -> None:
+    assert load_config(None, []).data.local_views == 0  # every method runs from the defaults
+    check_method(load_config(None, ["data.local_views=2"]))
+    with pytest.raises(
+        MatrixSSLError, match="data.local_views .multi-crop. is implemented for matrix_ssl, not simclr"
+    ):
+        check_method(load_config(None, ["data.local_views=2", "loss.method=simclr"]))
+
+
+def test_a_method_must_declare_whether_it_uses_a_teacher() -> None:
+    class Forgetful(SSLMethod):
+        pass
+
+    with pytest.raises(TypeError, match="Forgetful must declare the class attribute uses_teacher"):
+        Forgetful(load_config(None, TINY), info=INFO, steps_per_epoch=1)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_parameter_groups_have_names_learning_rates_and_weight_decay(method: str) -> None:
+    model = build(method, "optim.base_lr=0.4", "optim.probe_lr=0.05", "optim.weight_decay=3e-4")
+    optimizer = model.configure_optimizers()["optimizer"]
+    lr = 0.4 * 16 / 256  # base_lr x batch / 256
+    groups = {g["name"]: (g["lr"] * 1.0, g["weight_decay"]) for g in optimizer.param_groups}
+    # the scheduler has applied the first warm-up factor to every group alike
+    factor = groups["probe"][0] / 0.05
+    assert groups == {
+        "trained": (pytest.approx(lr * factor), 3e-4),
+        "trained/no_decay": (pytest.approx(lr * factor), 0.0),
+        "probe": (pytest.approx(0.05 * factor), 0.0),
+    }
+    dims = {g["name"]: {p.ndim for p in g["params"]} for g in optimizer.param_groups}
+    assert dims["trained"] == {2, 4} or dims["trained"] == {2}, dims  # linear and conv weights
+    assert dims["trained/no_decay"] == {1}  # biases and normalisation parameters
+    trained = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    teacher = {id(p) for p in model.teacher.parameters()} if model.teacher is not None else set()
+    assert trained == {id(p) for p in model.parameters()} - teacher
 
 
 def build(method: str, *overrides: str) -> torch.nn.Module:
     config = load_config(None, [*TINY, f"loss.method={method}", *overrides])
-    return METHODS[method](config, INFO, steps_per_epoch=10)
+    return METHODS[method](config, info=INFO, steps_per_epoch=10)
 
 
 def test_teachers_and_heads_per_method() -> None:
@@ -134,7 +194,7 @@ def test_teachers_and_heads_per_method() -> None:
 def test_a_teacher_with_momentum_zero_is_the_detached_student() -> None:
     torch.manual_seed(0)
     config = load_config(None, [*TINY, "teacher.base_momentum=0.5", "teacher.final_momentum=0.5"])
-    explicit = METHODS["matrix_ssl"](config, INFO, steps_per_epoch=10)
+    explicit = METHODS["matrix_ssl"](config, info=INFO, steps_per_epoch=10)
     shortcut = build("matrix_ssl", "teacher.base_momentum=0", "teacher.final_momentum=0")
     assert shortcut.teacher is None and not any(k.startswith("teacher.") for k in shortcut.state_dict())
     student = torch.nn.Sequential(explicit.backbone, explicit.projector)
@@ -176,8 +236,10 @@ def test_tcr_method_loss_is_invariance_plus_coding_rate() -> None:
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
-def test_distributed_switch_reaches_the_loss(method: str) -> None:
+def test_distributed_switch_reaches_the_loss(method: str, monkeypatch: pytest.MonkeyPatch) -> None:
     model = build(method)
+    model.setup("fit")
     assert model.loss_fn.gather_distributed is False
-    model.enable_distributed_loss()
+    monkeypatch.setattr("matrixssl.methods.base.world_size", lambda: 2)
+    model.setup("fit")
     assert model.loss_fn.gather_distributed is True

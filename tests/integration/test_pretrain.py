@@ -144,6 +144,33 @@ def test_corrupt_and_mismatched_checkpoints_are_refused(data_dir: Path, tmp_path
     assert "already holds a run" in capsys.readouterr().err
 
 
+class _Payload:
+    """Unpickling this runs code: it creates the file named `marker`."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_carrying_code_is_refused_without_running_it(
+    data_dir: Path, tmp_path: Path, capsys
+) -> None:
+    output = tmp_path / "run"
+    assert main(args(data_dir, output, "trainer.max_epochs=1")) == 0
+    last = output / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=True)
+    marker = tmp_path / "code-ran"
+    state["hyper_parameters"]["payload"] = _Payload(marker)
+    torch.save(state, last)
+    for argv in (args(data_dir, output, "trainer.max_epochs=2", "--resume"), ["knn", str(last)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "corrupt or unreadable" in err and "Traceback" not in err and err.count("\n") == 1
+        assert not marker.exists()
+
+
 def test_non_finite_loss_stops_with_the_step_and_last_checkpoint(
     data_dir: Path, tmp_path: Path, capsys, monkeypatch
 ) -> None:
@@ -169,7 +196,7 @@ def test_diverged_weights_stop_with_the_step_not_a_traceback(data_dir: Path, tmp
 def test_loss_settings_rejected_by_the_loss_are_one_line(data_dir: Path, tmp_path: Path, capsys) -> None:
     assert main(args(data_dir, tmp_path / "run", "loss.ridge=0", "loss.taylor_order=null")) == 2
     err = capsys.readouterr().err
-    assert "invalid settings for matrix_ssl: ridge must be > 0 for the exact matrix log" in err
+    assert "config key 'loss.ridge': ridge must be > 0 for the exact matrix log" in err
     assert "Traceback" not in err
 
 

@@ -76,18 +76,20 @@ def pair(batch: int = 6, dim: int = 5) -> tuple[torch.Tensor, torch.Tensor, torc
 def test_ntxent_matches_numpy_loop(temperature: float) -> None:
     z1, z2, _, _ = pair()
     expected = ntxent_reference(z1.numpy(), z2.numpy(), temperature)
-    assert NTXentLoss(temperature)(z1, z2).item() == pytest.approx(expected, rel=1e-12)
+    assert NTXentLoss(temperature=temperature)(z1, z2).item() == pytest.approx(expected, rel=1e-12)
 
 
 def test_ntxent_closed_forms() -> None:
     batch, temperature = 4, 0.5
     # All embeddings equal: every candidate has the same logit, so each anchor's loss is log(2B - 1).
     same = torch.ones(batch, 3, dtype=torch.float64)
-    assert NTXentLoss(temperature)(same, same).item() == pytest.approx(math.log(2 * batch - 1), rel=1e-12)
+    assert NTXentLoss(temperature=temperature)(same, same).item() == pytest.approx(
+        math.log(2 * batch - 1), rel=1e-12
+    )
     # Orthonormal images, identical views: positive logit 1/τ, the 2B - 2 negatives have logit 0.
     eye = torch.eye(batch, 6, dtype=torch.float64)
     expected = -1 / temperature + math.log(math.exp(1 / temperature) + 2 * batch - 2)
-    assert NTXentLoss(temperature)(eye, 3.0 * eye).item() == pytest.approx(expected, rel=1e-12)
+    assert NTXentLoss(temperature=temperature)(eye, 3.0 * eye).item() == pytest.approx(expected, rel=1e-12)
 
 
 # --- BYOL and SimSiam ---------------------------------------------------------------------------------------
@@ -129,7 +131,7 @@ def test_no_gradient_flows_into_targets(loss_fn: torch.nn.Module) -> None:
 def test_barlow_twins_matches_numpy_loop(weight: float) -> None:
     z1, z2, _, _ = pair()
     expected = barlow_reference(z1.numpy(), z2.numpy(), weight)
-    assert BarlowTwinsLoss(weight)(z1, z2).item() == pytest.approx(expected, rel=1e-12)
+    assert BarlowTwinsLoss(off_diagonal_weight=weight)(z1, z2).item() == pytest.approx(expected, rel=1e-12)
 
 
 def hadamard_columns(scale: float) -> torch.Tensor:
@@ -157,9 +159,9 @@ def test_vicreg_terms_match_numpy() -> None:
     assert terms.covariance.item() == pytest.approx(covariance, rel=1e-12)
     expected = 25 * invariance + 25 * variance + covariance
     assert terms.loss.item() == pytest.approx(expected, rel=1e-12)
-    assert VICRegLoss(1.0, 2.0, 3.0)(z1, z2).item() == pytest.approx(
-        invariance + 2 * variance + 3 * covariance, rel=1e-12
-    )
+    assert VICRegLoss(invariance_weight=1.0, variance_weight=2.0, covariance_weight=3.0)(
+        z1, z2
+    ).item() == pytest.approx(invariance + 2 * variance + 3 * covariance, rel=1e-12)
 
 
 def test_vicreg_closed_forms() -> None:

@@ -33,7 +33,7 @@ BATCH, IN_DIM, OUT_DIM = 16, 6, 10
 def make_losses(gather: bool) -> dict[str, nn.Module]:
     return {
         "matrix_ssl": MatrixSSLLoss(gather_distributed=gather),
-        "matrix_ssl_paper": MatrixSSLLoss(None, 1.0, 1.0, None, True, gather),
+        "matrix_ssl_paper": MatrixSSLLoss.paper(gather_distributed=gather),
         "mec": MECLoss(eps_squared=8.0, gather_distributed=gather),
         "tcr": TCRLoss(gather_distributed=gather),
         "simclr": NTXentLoss(gather_distributed=gather),

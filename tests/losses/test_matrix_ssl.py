@@ -126,7 +126,10 @@ def test_exact_paper_uniformity_is_the_matrix_cross_entropy() -> None:
     u = MatrixUniformityLoss(target_scale=None, ridge=0.5, taylor_order=None, trace_term=True)(z, z)
     mce = matrix_cross_entropy(torch.eye(6, dtype=torch.float64) / 6, covariance + 0.5 * torch.eye(6))
     assert u.item() == pytest.approx(mce.item(), rel=1e-12)
-    assert MatrixSSLLoss.paper(ridge=0.5).settings == MatrixSSLLoss(None, 0.5, 1.0, None, True).settings
+    assert (
+        MatrixSSLLoss.paper(ridge=0.5).settings
+        == MatrixSSLLoss(target_scale=None, ridge=0.5, gamma=1.0, taylor_order=None, trace_term=True).settings
+    )
 
 
 def test_taylor_default_is_close_to_exact_log() -> None:

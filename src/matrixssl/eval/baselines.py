@@ -11,17 +11,16 @@ from typing import Any
 import torch
 
 from matrixssl.config import Config
+from matrixssl.data import splits_for
 from matrixssl.eval.features import extract_features
 from matrixssl.eval.report import evaluate_features
+from matrixssl.methods import build_method
 
 
 def reference_baselines(config: Config) -> dict[str, dict[str, Any]]:
     """{"raw pixels": report, "random weights": report} for the configured dataset and backbone."""
-    from matrixssl.methods import method_class
-    from matrixssl.train import dataset_info, load_splits
-
     torch.manual_seed(config.trainer.seed)
-    pretrain_set, labelled, test = load_splits(config)
+    pretrain_set, labelled, test = splits_for(config.data)
     train_images, train_labels = labelled.as_tensors()
     test_images, test_labels = test.as_tensors()
     raw = evaluate_features(
@@ -31,7 +30,7 @@ def reference_baselines(config: Config) -> dict[str, dict[str, Any]]:
         test_labels,
         config.eval,
     )
-    model = method_class(config.loss.method)(config, dataset_info(pretrain_set), steps_per_epoch=1)
+    model = build_method(config, info=pretrain_set.info, steps_per_epoch=1)
     transform = model.views.eval_transform
     untrained = evaluate_features(
         *extract_features(model.backbone, labelled, transform),

@@ -13,9 +13,10 @@ import torch
 from torch import Tensor
 
 from matrixssl.config import Config, config_from_dict
+from matrixssl.data import DatasetInfo
 from matrixssl.data.views import TwoViewAugmentation
 from matrixssl.errors import MatrixSSLError
-from matrixssl.models import Projector
+from matrixssl.methods import build_method
 
 
 @dataclass
@@ -25,7 +26,7 @@ class Pretrained:
     path: Path
     config: Config
     backbone: torch.nn.Module  # a built-in ResNet, or a torchvision/timm model
-    projector: Projector
+    projector: torch.nn.Module
     views: TwoViewAugmentation  # the pretraining recipe: normalisation, crop size, flips
     num_classes: int
     epoch: int
@@ -94,8 +95,6 @@ def load_pretrained(path: str | Path, overrides: list[str] | tuple[str, ...] = (
     `overrides` are dotted `key=value` strings applied over the saved config (e.g. `data.dir=/data`); one that
     changes the model's shape is reported as a mismatch, not loaded partially.
     """
-    from matrixssl.methods import DatasetInfo, method_class
-
     path = Path(path)
     state = _read(path)
     hyper = state["hyper_parameters"]
@@ -104,7 +103,7 @@ def load_pretrained(path: str | Path, overrides: list[str] | tuple[str, ...] = (
         info = DatasetInfo(**hyper["info"])
     except TypeError:
         raise MatrixSSLError(f"{path} has unreadable dataset info {hyper['info']!r}") from None
-    model = method_class(config.loss.method)(config, info, steps_per_epoch=1)
+    model = build_method(config, info=info, steps_per_epoch=1)
     differing = mismatched_keys(model, state["state_dict"])
     if differing:
         raise MatrixSSLError(

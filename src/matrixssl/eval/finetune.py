@@ -70,7 +70,11 @@ def finetune(
     head = zero_linear(feature_width(backbone), pretrained.num_classes).to(device)
     model = nn.Sequential(backbone, head)
     optimizer = torch.optim.SGD(
-        parameter_groups(model, weight_decay), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay
+        parameter_groups(model, name="model", lr=lr, weight_decay=weight_decay),
+        lr=lr,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=weight_decay,
     )
     total = epochs * math.ceil(subset.numel() / batch_size)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total, 0))

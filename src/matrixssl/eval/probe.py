@@ -66,7 +66,8 @@ def linear_probe(
     )
     opt: torch.optim.Optimizer
     if optimizer == "lars":
-        opt = LARS(parameter_groups(classifier, weight_decay), lr=lr, momentum=0.9, weight_decay=weight_decay)
+        groups = parameter_groups(classifier, name="classifier", lr=lr, weight_decay=weight_decay)
+        opt = LARS(groups, lr=lr, momentum=0.9, weight_decay=weight_decay)
     else:
         opt = torch.optim.SGD(classifier.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
     steps = epochs * math.ceil(x_train.shape[0] / batch_size)

@@ -34,7 +34,7 @@ def _standardised(z: Tensor) -> Tensor:
 class BarlowTwinsLoss(nn.Module):
     """Σ(1 - C_ii)² + λ Σ_{i≠j} C_ij² on the cross-correlation C; `off_diagonal_weight` is λ."""
 
-    def __init__(self, off_diagonal_weight: float = 0.0051, gather_distributed: bool = False) -> None:
+    def __init__(self, *, off_diagonal_weight: float = 0.0051, gather_distributed: bool = False) -> None:
         super().__init__()
         if off_diagonal_weight < 0:
             raise ValueError(f"off_diagonal_weight must be >= 0, got {off_diagonal_weight}")

@@ -22,7 +22,7 @@ from matrixssl.losses.simsiam import symmetric_cosine
 class BYOLLoss(nn.Module):
     """2 - 2 cos(prediction, teacher projection of the other view), summed over both directions."""
 
-    def __init__(self, gather_distributed: bool = False) -> None:
+    def __init__(self, *, gather_distributed: bool = False) -> None:
         super().__init__()
         self.gather_distributed = gather_distributed
 

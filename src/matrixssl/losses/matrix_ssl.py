@@ -178,6 +178,7 @@ class _MatrixLossBase(nn.Module):
 
     def __init__(
         self,
+        *,
         target_scale: float | None,
         ridge: float,
         taylor_order: int | None,
@@ -230,13 +231,20 @@ class MatrixUniformityLoss(_MatrixLossBase):
 
     def __init__(
         self,
+        *,
         target_scale: float | None = 1.0,
         ridge: float = 1.0,
         taylor_order: int | None = 4,
         trace_term: bool = False,
         gather_distributed: bool = False,
     ) -> None:
-        super().__init__(target_scale, ridge, taylor_order, trace_term, gather_distributed)
+        super().__init__(
+            target_scale=target_scale,
+            ridge=ridge,
+            taylor_order=taylor_order,
+            trace_term=trace_term,
+            gather_distributed=gather_distributed,
+        )
 
     def forward(self, online: Tensor, target: Tensor) -> Tensor:
         check_embeddings(online=online, target=target)
@@ -249,12 +257,19 @@ class MatrixAlignmentLoss(_MatrixLossBase):
 
     def __init__(
         self,
+        *,
         ridge: float = 1.0,
         taylor_order: int | None = 4,
         trace_term: bool = False,
         gather_distributed: bool = False,
     ) -> None:
-        super().__init__(1.0, ridge, taylor_order, trace_term, gather_distributed)
+        super().__init__(
+            target_scale=1.0,
+            ridge=ridge,
+            taylor_order=taylor_order,
+            trace_term=trace_term,
+            gather_distributed=gather_distributed,
+        )
 
     def forward(self, online: Tensor, target: Tensor) -> Tensor:
         check_embeddings(online=online, target=target)
@@ -282,6 +297,7 @@ class MatrixSSLLoss(_MatrixLossBase):
 
     def __init__(
         self,
+        *,
         target_scale: float | None = 1.0,
         ridge: float = 1.0,
         gamma: float = 1.0,
@@ -290,7 +306,13 @@ class MatrixSSLLoss(_MatrixLossBase):
         gather_distributed: bool = False,
         online_uniformity: float = 0.0,
     ) -> None:
-        super().__init__(target_scale, ridge, taylor_order, trace_term, gather_distributed)
+        super().__init__(
+            target_scale=target_scale,
+            ridge=ridge,
+            taylor_order=taylor_order,
+            trace_term=trace_term,
+            gather_distributed=gather_distributed,
+        )
         if gamma < 0:
             raise ValueError(f"gamma must be >= 0, got {gamma}")
         if online_uniformity < 0:
@@ -299,9 +321,18 @@ class MatrixSSLLoss(_MatrixLossBase):
         self.online_uniformity = online_uniformity
 
     @classmethod
-    def paper(cls, gamma: float = 1.0, ridge: float = 1.0, gather_distributed: bool = False) -> MatrixSSLLoss:
+    def paper(
+        cls, *, gamma: float = 1.0, ridge: float = 1.0, gather_distributed: bool = False
+    ) -> MatrixSSLLoss:
         """The paper's formulation: target I/d, exact matrix cross-entropy (with +tr Q), exact log."""
-        return cls(None, ridge, gamma, None, True, gather_distributed)
+        return cls(
+            target_scale=None,
+            ridge=ridge,
+            gamma=gamma,
+            taylor_order=None,
+            trace_term=True,
+            gather_distributed=gather_distributed,
+        )
 
     def terms(self, online_1: Tensor, online_2: Tensor, target_1: Tensor, target_2: Tensor) -> MatrixSSLTerms:
         return self.multi_view_terms([online_1, online_2], [target_1, target_2])

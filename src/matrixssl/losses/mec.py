@@ -27,7 +27,7 @@ class MECLoss(nn.Module):
     """MEC loss; `eps_squared` is ε² of the paper (official default 64), `taylor_order` the series length."""
 
     def __init__(
-        self, eps_squared: float = 64.0, taylor_order: int = 4, gather_distributed: bool = False
+        self, *, eps_squared: float = 64.0, taylor_order: int = 4, gather_distributed: bool = False
     ) -> None:
         super().__init__()
         if eps_squared <= 0:

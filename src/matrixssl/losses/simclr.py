@@ -26,7 +26,7 @@ from matrixssl.losses._inputs import check_embeddings, prepare
 class NTXentLoss(nn.Module):
     """NT-Xent; `temperature` τ (SimCLR's ImageNet default 0.1; its CIFAR-10 runs used 0.5)."""
 
-    def __init__(self, temperature: float = 0.1, gather_distributed: bool = False) -> None:
+    def __init__(self, *, temperature: float = 0.1, gather_distributed: bool = False) -> None:
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")

@@ -37,7 +37,7 @@ def symmetric_cosine(
 class SimSiamLoss(nn.Module):
     """Symmetrised negative cosine with stop-gradient on the targets; -1 when prediction equals target."""
 
-    def __init__(self, gather_distributed: bool = False) -> None:
+    def __init__(self, *, gather_distributed: bool = False) -> None:
         super().__init__()
         self.gather_distributed = gather_distributed
 

@@ -27,7 +27,7 @@ def total_coding_rate(z: Tensor, eps_squared: float) -> Tensor:
 class TCRLoss(nn.Module):
     """-TCR(z) of one batch of embeddings; `eps_squared` is ε² (EMP-SSL uses 0.2)."""
 
-    def __init__(self, eps_squared: float = 0.2, gather_distributed: bool = False) -> None:
+    def __init__(self, *, eps_squared: float = 0.2, gather_distributed: bool = False) -> None:
         super().__init__()
         if eps_squared <= 0:
             raise ValueError(f"eps_squared must be > 0, got {eps_squared}")

@@ -53,6 +53,7 @@ class VICRegLoss(nn.Module):
 
     def __init__(
         self,
+        *,
         invariance_weight: float = 25.0,
         variance_weight: float = 25.0,
         covariance_weight: float = 1.0,

@@ -5,19 +5,17 @@ from __future__ import annotations
 from torch import Tensor
 
 from matrixssl.config import Config
+from matrixssl.data import DatasetInfo
 from matrixssl.losses import BarlowTwinsLoss
-from matrixssl.methods.base import DatasetInfo, SSLMethod
+from matrixssl.methods.base import SSLMethod
 
 
 class BarlowTwins(SSLMethod):
     uses_teacher = False
 
-    def __init__(self, config: Config, info: DatasetInfo, steps_per_epoch: int) -> None:
-        super().__init__(config, info, steps_per_epoch)
-        self.loss_fn = BarlowTwinsLoss(config.loss.barlow_twins.off_diagonal_weight)
-
-    def enable_distributed_loss(self) -> None:
-        self.loss_fn.gather_distributed = True  # standardisation and correlation over the global batch
+    def __init__(self, config: Config, *, info: DatasetInfo, steps_per_epoch: int) -> None:
+        super().__init__(config, info=info, steps_per_epoch=steps_per_epoch)
+        self.loss_fn = BarlowTwinsLoss(off_diagonal_weight=config.loss.barlow_twins.off_diagonal_weight)
 
     def loss_from_views(self, online: list[Tensor], teacher: list[Tensor]) -> dict[str, Tensor]:
         return {"loss": self.loss_fn(online[0], online[1])}

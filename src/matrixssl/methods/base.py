@@ -13,7 +13,7 @@ optimiser step the teacher moves towards the student by the scheduled momentum.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from matrixssl.config import Config, to_dict
+from matrixssl.data import DatasetInfo
 from matrixssl.data.views import TwoViewAugmentation, view_config_for
 from matrixssl.distributed import world_size
 from matrixssl.errors import MatrixSSLError
@@ -29,33 +30,21 @@ from matrixssl.models import EMATeacher, Projector, build_backbone, cosine_momen
 from matrixssl.optim import LARS, parameter_groups, warmup_cosine
 
 
-class DatasetInfo:
-    """What a method needs to know of its data: shape, classes and normalisation statistics."""
-
-    def __init__(
-        self,
-        name: str,
-        channels: int,
-        image_size: int,
-        num_classes: int,
-        mean: tuple[float, ...],
-        std: tuple[float, ...],
-    ) -> None:
-        self.name, self.channels, self.image_size, self.num_classes = name, channels, image_size, num_classes
-        self.mean, self.std = tuple(mean), tuple(std)
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(vars(self))
-
-
 class SSLMethod(L.LightningModule):
-    """Shared training machinery; subclasses set `uses_teacher` (and `supports_local_views` if their loss takes
-    multi-crop views), build heads and define the loss."""
+    """Shared training machinery. A method declares `uses_teacher` (no default: an EMA copy costs a forward
+    pass, so it must be asked for), may set `supports_local_views` when its loss takes multi-crop views, may
+    override `build_projector`, sets `self.loss_fn` (a loss with a `gather_distributed` flag) and defines
+    `loss_from_views`."""
 
-    uses_teacher = True
-    supports_local_views = False
+    uses_teacher: ClassVar[bool]
+    supports_local_views: ClassVar[bool] = False
+    loss_fn: Any  # the method's loss module; its `gather_distributed` flag is switched on under DDP
 
-    def __init__(self, config: Config, info: DatasetInfo, steps_per_epoch: int) -> None:
+    def __init__(self, config: Config, *, info: DatasetInfo, steps_per_epoch: int) -> None:
+        if not isinstance(getattr(type(self), "uses_teacher", None), bool):
+            raise TypeError(
+                f"{type(self).__name__} must declare the class attribute uses_teacher = True or False"
+            )
         super().__init__()
         self.config, self.info, self.steps_per_epoch = config, info, steps_per_epoch
         self.save_hyperparameters({"config": to_dict(config), "info": info.as_dict()})
@@ -77,7 +66,7 @@ class SSLMethod(L.LightningModule):
             **depth,
         )
         features = feature_width(self.backbone)
-        self.projector = Projector(features, m.projector_hidden_dim, m.projector_dim)
+        self.projector = self.build_projector(features)
         t = config.teacher
         # With momentum 0 throughout, the teacher is the student: its outputs are the online projections,
         # detached, so no copy is kept and no extra forward pass is made (see `teacher_outputs`).
@@ -95,6 +84,11 @@ class SSLMethod(L.LightningModule):
             self.to(memory_format=torch.channels_last)
 
     # --- what a method defines -------------------------------------------------------------------------
+    def build_projector(self, features: int) -> nn.Module:
+        """The projector on `features`-wide backbone outputs (built before the teacher copies it)."""
+        m = self.config.model
+        return Projector(features, m.projector_hidden_dim, m.projector_dim)
+
     def loss_from_views(self, online: list[Tensor], teacher: list[Tensor]) -> dict[str, Tensor]:
         """Method loss from per-view projector outputs (`online`: the two views, then any local views) and the
         teacher outputs of the two views; key 'loss' required."""
@@ -189,10 +183,16 @@ class SSLMethod(L.LightningModule):
         o = self.config.optim
         lr = o.base_lr * self.config.data.batch_size / 256
         trained = nn.ModuleList([m for m in self.children() if m is not self.probe and m is not self.teacher])
-        groups = parameter_groups(trained, o.weight_decay)
-        groups.append({"params": list(self.probe.parameters()), "weight_decay": 0.0, "lars_exclude": True})
-        for group, group_lr in zip(groups, (lr, lr, o.probe_lr)):
-            group["lr"] = group_lr
+        groups = [
+            *parameter_groups(trained, name="trained", lr=lr, weight_decay=o.weight_decay),
+            {
+                "name": "probe",
+                "params": list(self.probe.parameters()),
+                "lr": o.probe_lr,
+                "weight_decay": 0.0,
+                "lars_exclude": True,
+            },
+        ]
         optimizer: torch.optim.Optimizer
         if o.optimizer == "lars":
             optimizer = LARS(groups, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay)
@@ -208,10 +208,7 @@ class SSLMethod(L.LightningModule):
     def setup(self, stage: str) -> None:
         # Batch statistics must span the global batch under DDP.
         if world_size() > 1 or (self._trainer is not None and self.trainer.world_size > 1):
-            self.enable_distributed_loss()
-
-    def enable_distributed_loss(self) -> None:
-        """Subclasses switch their loss to `gather_distributed=True`."""
+            self.loss_fn.gather_distributed = True
 
 
 def steps_per_epoch(num_images: int, batch_size: int, devices: int) -> int:

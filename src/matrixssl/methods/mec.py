@@ -10,8 +10,9 @@ from __future__ import annotations
 from torch import Tensor
 
 from matrixssl.config import Config
+from matrixssl.data import DatasetInfo
 from matrixssl.losses import MECLoss
-from matrixssl.methods.base import DatasetInfo, SSLMethod
+from matrixssl.methods.base import SSLMethod
 from matrixssl.models import Predictor
 
 
@@ -26,14 +27,13 @@ def lambda_scale(step: int, warmup_steps: int) -> float:
 class MEC(SSLMethod):
     uses_teacher = True
 
-    def __init__(self, config: Config, info: DatasetInfo, steps_per_epoch: int) -> None:
-        super().__init__(config, info, steps_per_epoch)
+    def __init__(self, config: Config, *, info: DatasetInfo, steps_per_epoch: int) -> None:
+        super().__init__(config, info=info, steps_per_epoch=steps_per_epoch)
         self.predictor = Predictor(config.model.projector_dim, config.model.predictor_hidden_dim)
-        self.loss_fn = MECLoss(config.loss.mec.eps_squared)
+        self.loss_fn = MECLoss(eps_squared=config.loss.mec.eps_squared)
+        if config.loss.mec.lambda_warmup_epochs < 0:
+            raise ValueError(f"lambda_warmup_epochs must be >= 0, got {config.loss.mec.lambda_warmup_epochs}")
         self.lambda_warmup_steps = int(round(config.loss.mec.lambda_warmup_epochs * steps_per_epoch))
-
-    def enable_distributed_loss(self) -> None:
-        self.loss_fn.gather_distributed = True  # λ and the Gram matrices use the global batch
 
     def loss_from_views(self, online: list[Tensor], teacher: list[Tensor]) -> dict[str, Tensor]:
         predicted = [self.predictor(z) for z in online]

@@ -9,21 +9,19 @@ from __future__ import annotations
 from torch import Tensor
 
 from matrixssl.config import Config
+from matrixssl.data import DatasetInfo
 from matrixssl.losses import SimSiamLoss
-from matrixssl.methods.base import DatasetInfo, SSLMethod
+from matrixssl.methods.base import SSLMethod
 from matrixssl.models import Predictor
 
 
 class SimSiam(SSLMethod):
     uses_teacher = False
 
-    def __init__(self, config: Config, info: DatasetInfo, steps_per_epoch: int) -> None:
-        super().__init__(config, info, steps_per_epoch)
+    def __init__(self, config: Config, *, info: DatasetInfo, steps_per_epoch: int) -> None:
+        super().__init__(config, info=info, steps_per_epoch=steps_per_epoch)
         self.predictor = Predictor(config.model.projector_dim, config.model.predictor_hidden_dim)
         self.loss_fn = SimSiamLoss()
-
-    def enable_distributed_loss(self) -> None:
-        self.loss_fn.gather_distributed = True  # the logged loss is then the global-batch mean
 
     def loss_from_views(self, online: list[Tensor], teacher: list[Tensor]) -> dict[str, Tensor]:
         predicted = [self.predictor(z) for z in online]

@@ -15,21 +15,21 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from matrixssl.config import Config
+from matrixssl.data import DatasetInfo
 from matrixssl.functional import full_precision
 from matrixssl.losses import TCRLoss
-from matrixssl.methods.base import DatasetInfo, SSLMethod
+from matrixssl.methods.base import SSLMethod
 
 
 class TCR(SSLMethod):
     uses_teacher = False
 
-    def __init__(self, config: Config, info: DatasetInfo, steps_per_epoch: int) -> None:
-        super().__init__(config, info, steps_per_epoch)
-        self.loss_fn = TCRLoss(config.loss.tcr.eps_squared)
+    def __init__(self, config: Config, *, info: DatasetInfo, steps_per_epoch: int) -> None:
+        super().__init__(config, info=info, steps_per_epoch=steps_per_epoch)
+        self.loss_fn = TCRLoss(eps_squared=config.loss.tcr.eps_squared)
+        if config.loss.tcr.invariance_weight < 0:
+            raise ValueError(f"invariance_weight must be >= 0, got {config.loss.tcr.invariance_weight}")
         self.invariance_weight = config.loss.tcr.invariance_weight
-
-    def enable_distributed_loss(self) -> None:
-        self.loss_fn.gather_distributed = True  # the coding rate of the global batch
 
     def loss_from_views(self, online: list[Tensor], teacher: list[Tensor]) -> dict[str, Tensor]:
         views = [F.normalize(full_precision(z), dim=1) for z in online]

@@ -1,31 +1,36 @@
 """VICReg as a training method: invariance, variance and covariance terms on the two views' embeddings.
 
 VICReg's expander ends in a plain Linear layer. The shared projector ends in BatchNorm without affine, which
-would pin every dimension's standard deviation at 1 and switch the variance term off, so it is dropped here.
+would pin every dimension's standard deviation at 1 and switch the variance term off, so VICReg builds its
+projector without it.
 """
 
 from __future__ import annotations
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from matrixssl.config import Config
+from matrixssl.data import DatasetInfo
 from matrixssl.losses import VICRegLoss
-from matrixssl.methods.base import DatasetInfo, SSLMethod
+from matrixssl.methods.base import SSLMethod
+from matrixssl.models import Projector
 
 
 class VICReg(SSLMethod):
     uses_teacher = False
 
-    def __init__(self, config: Config, info: DatasetInfo, steps_per_epoch: int) -> None:
-        super().__init__(config, info, steps_per_epoch)
-        del self.projector.layers[-1]
+    def __init__(self, config: Config, *, info: DatasetInfo, steps_per_epoch: int) -> None:
+        super().__init__(config, info=info, steps_per_epoch=steps_per_epoch)
         weights = config.loss.vicreg
         self.loss_fn = VICRegLoss(
-            weights.invariance_weight, weights.variance_weight, weights.covariance_weight
+            invariance_weight=weights.invariance_weight,
+            variance_weight=weights.variance_weight,
+            covariance_weight=weights.covariance_weight,
         )
 
-    def enable_distributed_loss(self) -> None:
-        self.loss_fn.gather_distributed = True  # variance and covariance over the global batch
+    def build_projector(self, features: int) -> nn.Module:
+        m = self.config.model
+        return Projector(features, m.projector_hidden_dim, m.projector_dim, final_norm=False)
 
     def loss_from_views(self, online: list[Tensor], teacher: list[Tensor]) -> dict[str, Tensor]:
         return self.loss_fn.terms(online[0], online[1])._asdict()

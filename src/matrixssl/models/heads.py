@@ -13,9 +13,13 @@ from torch import Tensor, nn
 
 
 class Projector(nn.Module):
-    """Maps backbone features (B, in_dim) to embeddings (B, out_dim); the layers live in `layers`."""
+    """Maps backbone features (B, in_dim) to embeddings (B, out_dim); the layers live in `layers`.
 
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 3) -> None:
+    `final_norm=False` ends in the plain Linear layer (VICReg's expander, whose variance term needs it)."""
+
+    def __init__(
+        self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 3, *, final_norm: bool = True
+    ) -> None:
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         for name, value in (("in_dim", in_dim), ("hidden_dim", hidden_dim), ("out_dim", out_dim)):
@@ -30,7 +34,9 @@ class Projector(nn.Module):
                 nn.ReLU(inplace=True),
             ]
             dim = hidden_dim
-        layers += [nn.Linear(dim, out_dim, bias=False), nn.BatchNorm1d(out_dim, affine=False)]
+        layers.append(nn.Linear(dim, out_dim, bias=False))
+        if final_norm:
+            layers.append(nn.BatchNorm1d(out_dim, affine=False))
         super().__init__()
         self.layers = nn.Sequential(*layers)
         self.in_dim, self.hidden_dim, self.out_dim, self.num_layers = in_dim, hidden_dim, out_dim, num_layers
