@@ -19,7 +19,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader
 
 from matrixssl.config import Config, read_yaml, to_dict, to_yaml
-from matrixssl.data import splits_for
+from matrixssl.data import ImageDataset, splits_for
 from matrixssl.errors import MatrixSSLError
 from matrixssl.eval.checkpoint import mismatched_keys
 from matrixssl.eval.features import extract_features
@@ -27,7 +27,7 @@ from matrixssl.eval.report import evaluate_features
 from matrixssl.methods import SSLMethod, build_method, check_method
 from matrixssl.methods.base import check_divisible, steps_per_epoch
 from matrixssl.plots import covariance_spectrum, plot_spectra, plot_training_curves
-from matrixssl.runtime import resolve_precision, save_torch, write_json
+from matrixssl.runtime import resolve_precision, save_torch, write_json, write_text
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -157,20 +157,13 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def pretrain(config: Config, resume: bool = False) -> dict[str, Any]:
     """Pretrain, evaluate the backbone (linear probe, kNN, effective rank) and write metrics.json."""
     started = time.perf_counter()
-    L.seed_everything(config.trainer.seed, workers=True, verbose=False)
-    output = Path(config.output_dir)
-    last = checkpoint_dir(config) / "last.ckpt"
-    if resume and not last.exists():
-        raise MatrixSSLError(f"--resume: no checkpoint at {last}; run without --resume to start")
-    if not resume and last.exists():
-        raise MatrixSSLError(
-            f"{output} already holds a run ({last}); pass --resume to continue it, or set output_dir to a new folder"
-        )
+    L.seed_everything(config.trainer.seed, workers=True, verbose=False)  # Lightning's: it also seeds workers
+    output, last = Path(config.output_dir), checkpoint_dir(config) / "last.ckpt"
+    _check_output(output, last, resume)
     check_method(config)  # before the data is read: a typo in the method name fails at once
     pretrain_set, labelled, test = splits_for(config.data)
     devices = _device_count(config) * config.trainer.num_nodes
     check_divisible(config.data.batch_size, devices)
-    per_device = config.data.batch_size // devices
     if len(pretrain_set) < config.data.batch_size:
         raise MatrixSSLError(
             f"the training set has {len(pretrain_set)} images, fewer than data.batch_size={config.data.batch_size}"
@@ -183,19 +176,41 @@ def pretrain(config: Config, resume: bool = False) -> dict[str, Any]:
     if resume:
         _check_same_settings(output / "config.yaml", config)
         _check_resumable(last, model)
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "config.yaml").write_text(to_yaml(config))
+    write_text(output / "config.yaml", to_yaml(config))
+    per_device = config.data.batch_size // devices
+    workers = config.data.num_workers
     train_loader = DataLoader(
         pretrain_set,
         batch_size=per_device,
         shuffle=True,
         drop_last=True,
-        num_workers=config.data.num_workers,
-        persistent_workers=config.data.num_workers > 0,
+        num_workers=workers,
+        persistent_workers=workers > 0,
     )
-    val_loader = DataLoader(test, batch_size=max(per_device, 256), num_workers=config.data.num_workers)
-    t = config.trainer
-    precision = training_precision(config)
+    val_loader = DataLoader(test, batch_size=max(per_device, 256), num_workers=workers)
+    trainer = _trainer(config, devices)
+    trainer.fit(model, train_loader, val_loader, ckpt_path=str(last) if resume else None)
+    if not trainer.is_global_zero:
+        return {}
+    metrics = _evaluate(model, trainer, config, labelled, test)
+    metrics.update({"wall_time_s": round(time.perf_counter() - started, 1), "checkpoint": str(last)})
+    write_json(output / "metrics.json", metrics)
+    return metrics
+
+
+def _check_output(output: Path, last: Path, resume: bool) -> None:
+    """--resume needs a run to continue; a new run must not overwrite one."""
+    if resume and not last.exists():
+        raise MatrixSSLError(f"--resume: no checkpoint at {last}; run without --resume to start")
+    if not resume and last.exists():
+        raise MatrixSSLError(
+            f"{output} already holds a run ({last}); pass --resume to continue it, or set output_dir to a new folder"
+        )
+
+
+def _trainer(config: Config, devices: int) -> L.Trainer:
+    """Lightning's Trainer with the run's hardware, precision, atomic checkpoints and loggers."""
+    t, output = config.trainer, Path(config.output_dir)
     checkpoints = ModelCheckpoint(
         dirpath=checkpoint_dir(config),
         filename="epoch={epoch}",
@@ -204,14 +219,14 @@ def pretrain(config: Config, resume: bool = False) -> dict[str, Any]:
         save_top_k=-1,
         save_last=True,
     )
-    trainer = L.Trainer(
+    return L.Trainer(
         max_epochs=t.max_epochs,
         accelerator=t.accelerator,
         devices=t.devices,
         num_nodes=t.num_nodes,
         strategy=("ddp" if devices > 1 else "auto") if t.strategy == "auto" else t.strategy,
         sync_batchnorm=devices > 1 and _uses_gpu(config),  # PyTorch has no SyncBatchNorm on CPU
-        precision=precision,  # type: ignore[arg-type]
+        precision=training_precision(config),  # type: ignore[arg-type]
         callbacks=[checkpoints],
         logger=_loggers(output),
         plugins=[AtomicCheckpointIO()],
@@ -221,16 +236,17 @@ def pretrain(config: Config, resume: bool = False) -> dict[str, Any]:
         num_sanity_val_steps=0,
         default_root_dir=output,
     )
-    trainer.fit(model, train_loader, val_loader, ckpt_path=str(last) if resume else None)
-    if not trainer.is_global_zero:
-        return {}
+
+
+def _evaluate(
+    model: SSLMethod, trainer: L.Trainer, config: Config, labelled: ImageDataset, test: ImageDataset
+) -> dict[str, Any]:
+    """Linear probe, kNN and effective rank of the trained backbone, its plots, and what the run was."""
+    output = Path(config.output_dir)
     device = next(model.parameters()).device
-    train_features, train_labels = extract_features(
-        model.backbone, labelled, model.views.eval_transform, device=device
-    )
-    test_features, test_labels = extract_features(
-        model.backbone, test, model.views.eval_transform, device=device
-    )
+    transform = model.views.eval_transform
+    train_features, train_labels = extract_features(model.backbone, labelled, transform, device=device)
+    test_features, test_labels = extract_features(model.backbone, test, transform, device=device)
     metrics = evaluate_features(train_features, train_labels, test_features, test_labels, config.eval)
     logs = Path(trainer.logger.log_dir) if trainer.logger and trainer.logger.log_dir else output
     spectrum = covariance_spectrum(train_features)
@@ -244,18 +260,15 @@ def pretrain(config: Config, resume: bool = False) -> dict[str, Any]:
         {
             "method": config.loss.method,
             "dataset": config.data.name,
-            "precision": precision,
+            "precision": training_precision(config),
             "epochs": trainer.current_epoch,
             "global_step": trainer.global_step,
             "online_probe_top1": _last_logged(trainer, "val/probe_top1"),
-            "wall_time_s": round(time.perf_counter() - started, 1),
-            "checkpoint": str(last),
             "logs": str(logs),
             "plots": plots,
             "feature_spectrum": [round(float(v), 8) for v in spectrum],
         }
     )
-    write_json(output / "metrics.json", metrics)
     return metrics
 
 

@@ -72,8 +72,9 @@ def test_without_random_ops_the_views_equal_the_eval_transform() -> None:
     images = batch(3, 48)
     view_1, view_2 = augment(images)
     expected = augment.eval_transform(images)
-    torch.testing.assert_close(view_1, expected, atol=1e-5, rtol=0)
-    torch.testing.assert_close(view_2, expected, atol=1e-5, rtol=0)
+    # the sampling grid's coordinates are computed in float32: a few 1e-5 of rounding on normalised pixels
+    torch.testing.assert_close(view_1, expected, atol=5e-5, rtol=0)
+    torch.testing.assert_close(view_2, expected, atol=5e-5, rtol=0)
 
 
 def test_recipes_per_dataset() -> None:
@@ -82,8 +83,8 @@ def test_recipes_per_dataset() -> None:
     assert view_config_for("imagenet", 224, 3, (0.5,) * 3, (0.2,) * 3).blur_kernel_size == 23
     digits = view_config_for("mnist", 28, 1, (0.13,), (0.31,))
     assert digits.flip_probability == 0.0 and digits.crop_scale == (0.3, 1.0)
-    names = [type(op).__name__ for op in TwoViewAugmentation(GRAY).branches[1]]
-    assert "RandomGrayscale" not in names and "RandomSolarize" in names and "ColorJitter" in names
+    assert TwoViewAugmentation(GRAY).operations(1) == ("crop", "flip", "jitter", "solarize")
+    assert TwoViewAugmentation(COLOR).operations(0) == ("crop", "flip", "jitter", "grayscale", "blur")
     # One channel: brightness and contrast jitter only.
     assert GRAY.jitter == (0.4, 0.4, 0.0, 0.0) and COLOR.jitter == (0.4, 0.4, 0.2, 0.1)
 
@@ -132,8 +133,7 @@ def test_the_crop_and_flips_come_from_the_registry_entry(monkeypatch: pytest.Mon
     monkeypatch.setitem(DATASETS, "cifar10", changed)
     config = view_config_for("cifar10", 32, 3, (0.5,) * 3, (0.25,) * 3)
     assert config.crop_scale == (0.5, 0.9) and config.flip_probability == 0.0
-    names = [type(op).__name__ for op in TwoViewAugmentation(config).branches[0]]
-    assert "RandomHorizontalFlip" not in names
+    assert "flip" not in TwoViewAugmentation(config).operations(0)
 
 
 def test_the_views_module_names_no_dataset() -> None:
@@ -187,3 +187,26 @@ def test_local_views_are_smaller_crops_of_smaller_areas() -> None:
     assert len(TwoViewAugmentation(GRAY)(batch(1, 28))) == 2
     with pytest.raises(MatrixSSLError, match="local_views must be >= 0"):
         TwoViewAugmentation(dataclasses.replace(GRAY, local_views=-1))
+
+
+def test_random_resized_crop_samples_like_torchvision() -> None:
+    """Whole image at scale 1 (no box of another aspect ratio fits, so every attempt fails and the whole image
+    is taken); otherwise crops of the asked area; flips mirror the crop."""
+    torch.manual_seed(0)
+    ramp = torch.linspace(0, 1, 32).expand(64, 1, 32, 32).contiguous()
+    whole = views_module.random_resized_crop(ramp, 32, (1.0, 1.0), flip_probability=0.0)
+    torch.testing.assert_close(whole, ramp, atol=1e-5, rtol=0)
+    mirrored = views_module.random_resized_crop(ramp, 32, (1.0, 1.0), flip_probability=1.0)
+    torch.testing.assert_close(mirrored, ramp.flip(-1), atol=1e-5, rtol=0)
+    small = views_module.random_resized_crop(ramp, 32, (0.25, 0.25), flip_probability=0.0)
+    spans = small[:, 0, 0, -1] - small[:, 0, 0, 0]  # horizontal extent of each crop, in ramp units
+    assert ((spans > 0.3) & (spans < 0.62)).all()  # width sqrt(0.25 x ratio), ratio in [3/4, 4/3]
+
+
+def test_each_image_gets_its_own_jitter_order_and_factors() -> None:
+    torch.manual_seed(0)
+    image = torch.rand(1, 1, 8, 8).expand(256, 1, 8, 8)
+    out = views_module.colour_jitter(image, (0.4, 0.4, 0.0, 0.0), probability=1.0)
+    assert len({round(float(v), 5) for v in out.mean((1, 2, 3))}) > 200
+    untouched = views_module.colour_jitter(image, (0.4, 0.4, 0.0, 0.0), probability=0.0)
+    torch.testing.assert_close(untouched, image)

@@ -183,14 +183,37 @@ def test_non_finite_loss_stops_with_the_step_and_last_checkpoint(
     monkeypatch.setattr(MatrixSSLLoss, "multi_view_terms", poisoned)
     assert main(args(data_dir, tmp_path / "run", "trainer.max_epochs=1")) == 2
     err = capsys.readouterr().err
-    assert "the loss became non-finite (NaN/Inf) at step 0" in err and "last good checkpoint: none yet" in err
+    assert "the loss became non-finite (NaN/Inf) by step 0" in err and "last good checkpoint: none yet" in err
+    assert "start a new run in another output_dir" in err and "Traceback" not in err
+
+
+def test_a_loss_gone_non_finite_between_checks_is_caught_before_the_checkpoint(
+    data_dir: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """Checked every 100 steps, a NaN at step 2 of a 4-step epoch still stops the run before its checkpoint
+    (with the Taylor log, which has no eigendecomposition to fail first on the NaN weights)."""
+    real_terms = MatrixSSLLoss.multi_view_terms
+    calls = {"n": 0}
+
+    def poisoned_from_step_2(self, *views):  # type: ignore[no-untyped-def]
+        terms = real_terms(self, *views)
+        calls["n"] += 1
+        return terms._replace(loss=terms.loss * float("nan")) if calls["n"] == 3 else terms
+
+    monkeypatch.setattr(MatrixSSLLoss, "multi_view_terms", poisoned_from_step_2)
+    output = tmp_path / "run"
+    settings = ("trainer.max_epochs=1", "trainer.log_every_n_steps=100", "loss.taylor_order=4", "loss.ridge=1.0")
+    assert main(args(data_dir, output, *settings)) == 2
+    err = capsys.readouterr().err
+    assert "the loss became non-finite (NaN/Inf) by step 4 (epoch 0" in err and "none yet" in err
+    assert not (output / "checkpoints" / "last.ckpt").exists()
 
 
 def test_diverged_weights_stop_with_the_step_not_a_traceback(data_dir: Path, tmp_path: Path, capsys) -> None:
     # An absurd learning rate turns the weights into Inf/NaN after the first update.
     assert main(args(data_dir, tmp_path / "run", "trainer.max_epochs=1", "optim.base_lr=1.0e+30")) == 2
     err = capsys.readouterr().err
-    assert "the embeddings became non-finite (NaN/Inf) at step" in err and "Traceback" not in err
+    assert "the loss became non-finite (NaN/Inf) by step" in err and "Traceback" not in err
 
 
 def test_loss_settings_rejected_by_the_loss_are_one_line(data_dir: Path, tmp_path: Path, capsys) -> None:

@@ -198,3 +198,20 @@ def test_warns_once_outside_the_taylor_convergence_radius() -> None:
         loss(o1, o2, t1, t2)
         loss(o1, o2, t1, t2)
     assert len(record) == 1
+
+
+def test_value_checks_can_wait_for_the_caller() -> None:
+    """With check_values off nothing is read back per call: NaN passes through, the radius warning waits for
+    deferred_checks; shapes are still checked (they need no device value)."""
+    o1, o2, t1, t2 = views(32, 16)
+    loss = MatrixSSLLoss(ridge=2.5)
+    loss.check_values = False
+    nan = torch.full_like(t2, math.nan)
+    assert torch.isnan(loss(o1, o2, t1, nan))
+    with pytest.raises(ValueError, match="shapes must match"):
+        loss(o1, o2, t1, torch.randn(32, 15))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss(o1, o2, t1, t2)  # outside the radius, but silent until the caller checks
+    with pytest.warns(RuntimeWarning, match="convergence radius"):
+        loss.deferred_checks()

@@ -1,11 +1,11 @@
-"""Two augmented views of a whole uint8 batch, made with kornia on the device the model runs on.
+"""Two augmented views of a whole uint8 batch, made on the device the model runs on.
 
 The official Matrix-SSL/MEC recipe is the asymmetric MoCo v3 / BYOL pair: random resized crop (scale 0.2-1),
 colour jitter (0.4, 0.4, 0.2, 0.1) with p 0.8, grayscale p 0.2, horizontal flip, then view 1 always blurred
 and view 2 blurred with p 0.1 and solarised with p 0.2. Grayscale data keeps the brightness/contrast part of
-the jitter. Every image draws its own random parameters. Making the views batched on the training device means
-GPUs are not starved by per-image CPU workers, and on a CPU it replaces thousands of small PIL calls by a few
-tensor operations.
+the jitter. Every image draws its own random parameters, on the device: each operation is a few batched tensor
+operations (crop, resize and flip of a whole batch are one sampling-grid call), and nothing is read back to
+the host, so a GPU is neither starved by per-image CPU workers nor stopped by the augmentation.
 
 Multi-crop (Caron et al., SwAV 2020): `local_views` extra small crops per image, each from a smaller area
 (DINO's convention: up to the global crops' smallest area, down to 0.05) at `local_crop_size` (half the global
@@ -16,10 +16,13 @@ teacher pass; the loss compares them with the teachers of both global views.
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
-import kornia.augmentation as K
 import torch
+import torch.nn.functional as F
+from kornia.color import hsv_to_rgb, rgb_to_hsv
 from torch import Tensor, nn
 
 from matrixssl.data.registry import DATASETS, DEFAULT_CROP_SCALE
@@ -82,21 +85,115 @@ def view_config_for(
     return config
 
 
-def _branch(config: ViewConfig, view: int, local: bool = False) -> nn.Sequential:
-    size, scale = config.local_crop if local else (config.crop_size, config.crop_scale)
-    ops: list[nn.Module] = [K.RandomResizedCrop((size, size), scale=scale)]
-    if any(config.jitter):
-        ops.append(K.ColorJitter(*config.jitter, p=config.jitter_probability))
-    if config.color:
-        ops.append(K.RandomGrayscale(p=config.grayscale_probability))
-    if config.blur_probability[view] > 0:
-        kernel = config.blur_kernel_size
-        ops.append(K.RandomGaussianBlur((kernel, kernel), (0.1, 2.0), p=config.blur_probability[view]))
-    if config.solarize_probability[view] > 0:
-        ops.append(K.RandomSolarize(thresholds=0.0, additions=0.0, p=config.solarize_probability[view]))
-    if config.flip_probability > 0:
-        ops.append(K.RandomHorizontalFlip(p=config.flip_probability))
-    return nn.Sequential(*ops)
+def random_resized_crop(
+    pixels: Tensor, size: int, scale: tuple[float, float], flip_probability: float, attempts: int = 10
+) -> Tensor:
+    """Each image's own random crop of `scale` of its area and aspect ratio 3/4-4/3, resized to `size` and
+    mirrored with `flip_probability`, all images in one sampling-grid call.
+
+    torchvision's sampling: a crop that does not fit is drawn again, up to `attempts` times, then the whole
+    (square) image is taken. Here every image draws all its attempts at once and keeps the first that fits;
+    every random number is drawn on the images' device, so nothing is read back to the host."""
+    batch, device = pixels.shape[0], pixels.device
+    area = torch.empty(batch, attempts, device=device).uniform_(*scale)
+    ratio = torch.empty(batch, attempts, device=device).uniform_(math.log(3 / 4), math.log(4 / 3)).exp_()
+    width, height = (area * ratio).sqrt_(), (area / ratio).sqrt_()  # fractions of the image's side
+    fits = (width <= 1) & (height <= 1)
+    first = fits.float().argmax(1, keepdim=True)  # the first attempt that fits (0 when none does)
+    found = fits.any(1)
+    width = torch.where(found, width.gather(1, first).squeeze(1), torch.ones(batch, device=device))
+    height = torch.where(found, height.gather(1, first).squeeze(1), torch.ones(batch, device=device))
+    left = torch.rand(batch, device=device) * (1 - width)
+    top = torch.rand(batch, device=device) * (1 - height)
+    mirror = torch.where(torch.rand(batch, device=device) < flip_probability, -1.0, 1.0)
+    theta = torch.zeros(batch, 2, 3, device=device)
+    theta[:, 0, 0] = width * mirror
+    theta[:, 0, 2] = 2 * left + width - 1
+    theta[:, 1, 1] = height
+    theta[:, 1, 2] = 2 * top + height - 1
+    grid = F.affine_grid(theta, [batch, pixels.shape[1], size, size], align_corners=False)
+    return F.grid_sample(pixels, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _chosen(batch: int, probability: float, device: torch.device) -> Tensor:
+    """(B, 1, 1, 1) mask: True for the images an operation of `probability` applies to."""
+    return torch.rand(batch, 1, 1, 1, device=device) < probability
+
+
+def _gray(pixels: Tensor) -> Tensor:
+    """(B, 1, H, W) luma (ITU-R 601, torchvision's weights); one channel is its own gray."""
+    if pixels.shape[1] == 1:
+        return pixels
+    weights = pixels.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    return (pixels * weights).sum(1, keepdim=True)
+
+
+def _factors(batch: int, strength: float, applied: Tensor) -> Tensor:
+    """(B, 1, 1, 1) factors in [1 - strength, 1 + strength] where applied, 1 (no change) elsewhere."""
+    drawn = torch.empty(batch, 1, 1, 1, device=applied.device).uniform_(1 - strength, 1 + strength)
+    return torch.where(applied, drawn, torch.ones_like(drawn))
+
+
+def _shift_hue(pixels: Tensor, turns: Tensor) -> Tensor:
+    """Rotate each image's hue by `turns` (B, 1, 1, 1) of the colour wheel, in HSV."""
+    hsv = rgb_to_hsv(pixels)
+    hue = torch.remainder(hsv[:, :1] + turns * 2 * math.pi, 2 * math.pi)
+    return hsv_to_rgb(torch.cat([hue, hsv[:, 1:]], 1))
+
+
+def colour_jitter(pixels: Tensor, strengths: tuple[float, float, float, float], probability: float) -> Tensor:
+    """torchvision's ColorJitter formulas (brightness scales, contrast blends with the image's mean gray,
+    saturation with its gray, hue rotates), each image with its own factors and its own random order of the
+    steps (as a per-image pipeline draws it), applied to each image with `probability`."""
+    batch, device = pixels.shape[0], pixels.device
+    applied = _chosen(batch, probability, device)
+    brightness, contrast, saturation, hue = strengths
+    steps: list[Callable[[Tensor], Tensor]] = []
+    if brightness:
+        factor_b = _factors(batch, brightness, applied)
+        steps.append(lambda x: (x * factor_b).clamp(0, 1))
+    if contrast:
+        factor_c = _factors(batch, contrast, applied)
+        steps.append(
+            lambda x: (factor_c * x + (1 - factor_c) * _gray(x).mean((2, 3), keepdim=True)).clamp(0, 1)
+        )
+    if saturation and pixels.shape[1] == 3:
+        factor_s = _factors(batch, saturation, applied)
+        steps.append(lambda x: (factor_s * x + (1 - factor_s) * _gray(x)).clamp(0, 1))
+    if hue and pixels.shape[1] == 3:
+        turns = torch.empty(batch, 1, 1, 1, device=device).uniform_(-hue, hue) * applied
+        steps.append(lambda x: _shift_hue(x, turns))
+    # Slot by slot, every image takes the step its own permutation puts there: all steps are computed on the
+    # whole batch and each image picks its row, which needs no value on the host.
+    order = torch.rand(batch, len(steps), device=device).argsort(1)
+    images = torch.arange(batch, device=device)
+    for slot in range(len(steps)):
+        pixels = torch.stack([step(pixels) for step in steps])[order[:, slot], images]
+    return pixels
+
+
+def gaussian_blur(pixels: Tensor, kernel_size: int, sigma: tuple[float, float], probability: float) -> Tensor:
+    """Each image blurred with its own sigma drawn from `sigma`, with `probability` (separable, reflected
+    borders)."""
+    batch, channels, height, width = pixels.shape
+    device = pixels.device
+    sigmas = torch.empty(batch, 1, device=device).uniform_(*sigma)
+    offsets = torch.arange(kernel_size, device=device, dtype=pixels.dtype) - (kernel_size - 1) / 2
+    kernels = torch.exp(-(offsets**2) / (2 * sigmas**2))
+    kernels = (kernels / kernels.sum(1, keepdim=True)).repeat_interleave(channels, 0)  # (B*C, k)
+    flat = pixels.reshape(1, batch * channels, height, width)
+    pad = kernel_size // 2
+    flat = F.conv2d(
+        F.pad(flat, (pad, pad, 0, 0), mode="reflect"),
+        kernels.view(-1, 1, 1, kernel_size),
+        groups=batch * channels,
+    )
+    flat = F.conv2d(
+        F.pad(flat, (0, 0, pad, pad), mode="reflect"),
+        kernels.view(-1, 1, kernel_size, 1),
+        groups=batch * channels,
+    )
+    return torch.where(_chosen(batch, probability, device), flat.view_as(pixels), pixels)
 
 
 class TwoViewAugmentation(nn.Module):
@@ -108,8 +205,6 @@ class TwoViewAugmentation(nn.Module):
         if config.local_views < 0:
             raise MatrixSSLError(f"local_views must be >= 0 (0: no multi-crop), got {config.local_views}")
         self.config = config
-        self.branches = nn.ModuleList([_branch(config, 0), _branch(config, 1)])
-        self.local_branch = _branch(config, 1, local=True) if config.local_views else None
         self.mean: Tensor
         self.std: Tensor
         self.register_buffer("mean", torch.tensor(config.mean).view(1, -1, 1, 1), persistent=False)
@@ -134,10 +229,38 @@ class TwoViewAugmentation(nn.Module):
         self._check(images)
         with torch.autocast(device_type=images.device.type, enabled=False):
             pixels = images.float().div_(255)
-            views = [branch(pixels) for branch in self.branches]
-            if self.local_branch is not None:
-                views += [self.local_branch(pixels) for _ in range(self.config.local_views)]
+            views = [self._view(pixels, 0), self._view(pixels, 1)]
+            views += [self._view(pixels, 1, local=True) for _ in range(self.config.local_views)]
             return [self._normalise(view) for view in views]
+
+    def operations(self, view: int) -> tuple[str, ...]:
+        """The operations view `view` (0 or 1; local views follow view 1) applies, in order."""
+        c = self.config
+        steps = {
+            "crop": True,
+            "flip": c.flip_probability > 0,
+            "jitter": any(c.jitter) and c.jitter_probability > 0,
+            "grayscale": c.color and c.grayscale_probability > 0,
+            "blur": c.blur_probability[view] > 0,
+            "solarize": c.solarize_probability[view] > 0,
+        }
+        return tuple(name for name, applies in steps.items() if applies)
+
+    def _view(self, pixels: Tensor, view: int, local: bool = False) -> Tensor:
+        c = self.config
+        size, scale = c.local_crop if local else (c.crop_size, c.crop_scale)
+        operations = self.operations(view)
+        x = random_resized_crop(pixels, size, scale, c.flip_probability)
+        if "jitter" in operations:
+            x = colour_jitter(x, c.jitter, c.jitter_probability)
+        if "grayscale" in operations:
+            x = torch.where(_chosen(x.shape[0], c.grayscale_probability, x.device), _gray(x).expand_as(x), x)
+        if "blur" in operations:
+            x = gaussian_blur(x, c.blur_kernel_size, (0.1, 2.0), c.blur_probability[view])
+        if "solarize" in operations:
+            solarized = torch.where(x >= 0.5, 1 - x, x)
+            x = torch.where(_chosen(x.shape[0], c.solarize_probability[view], x.device), solarized, x)
+        return x
 
     @torch.no_grad()
     def eval_transform(self, images: Tensor) -> Tensor:

@@ -8,18 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from matrixssl.config import Config
 from matrixssl.data import splits_for
 from matrixssl.eval.features import extract_features
 from matrixssl.eval.report import evaluate_features
 from matrixssl.methods import build_method
+from matrixssl.runtime import seed_everything
 
 
 def reference_baselines(config: Config) -> dict[str, dict[str, Any]]:
     """{"raw pixels": report, "random weights": report} for the configured dataset and backbone."""
-    torch.manual_seed(config.trainer.seed)
+    seed_everything(config.trainer.seed)
     pretrain_set, labelled, test = splits_for(config.data)
     train_images, train_labels = labelled.as_tensors()
     test_images, test_labels = test.as_tensors()

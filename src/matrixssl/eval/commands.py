@@ -20,7 +20,7 @@ from torch import Tensor
 from matrixssl.errors import MatrixSSLError
 from matrixssl.eval.export import FORMATS
 from matrixssl.eval.probe import OPTIMIZERS
-from matrixssl.runtime import write_json
+from matrixssl.runtime import resolve_device, seed_everything, write_json
 
 if TYPE_CHECKING:  # the checkpoint loader pulls in Lightning and kornia: only when a command runs
     from matrixssl.data import ImageDataset
@@ -131,14 +131,10 @@ def _check_batch_size(batch_size: int) -> None:
         )
 
 
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def _load(args: argparse.Namespace) -> Pretrained:
     from matrixssl.eval.checkpoint import load_pretrained
 
-    return load_pretrained(args.checkpoint, args.overrides).to(_device())
+    return load_pretrained(args.checkpoint, args.overrides).to(resolve_device())
 
 
 def _splits(pretrained: Pretrained) -> tuple[ImageDataset, ImageDataset]:
@@ -156,7 +152,7 @@ def _extract(pretrained: Pretrained, dataset: ImageDataset) -> tuple[Tensor, Ten
         pretrained.backbone,
         dataset,
         pretrained.eval_transform,
-        device=_device(),
+        device=resolve_device(),
         num_workers=pretrained.config.data.num_workers,
     )
 
@@ -261,12 +257,12 @@ def run_linear(args: argparse.Namespace) -> int:
     )
     train_batch = None
     if args.augment:
-        torch.manual_seed(args.seed)
+        seed_everything(args.seed)
         augment = crop_flip(pretrained.views)
 
         @torch.no_grad()
         def train_batch(index: Tensor) -> Tensor:
-            images = image_batch(labelled, index).to(_device())
+            images = image_batch(labelled, index).to(resolve_device())
             return pretrained.backbone(augment(images)).float().cpu()
 
     result = linear_probe(
@@ -343,7 +339,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         weight_decay=args.weight_decay,
         seed=args.seed,
-        device=_device(),
+        device=resolve_device(),
     )
     per_class = torch.bincount(labelled.labels[subset])
     metrics = {
@@ -372,7 +368,7 @@ def run_rank(args: argparse.Namespace) -> int:
     features, _ = _extract(pretrained, labelled)
     with torch.no_grad():
         embeddings = torch.cat(
-            [pretrained.projector(chunk.to(_device())).float().cpu() for chunk in features.split(4096)]
+            [pretrained.projector(chunk.to(resolve_device())).float().cpu() for chunk in features.split(4096)]
         )
     metrics: dict[str, Any] = {}
     for name, values in (("backbone", features), ("projector", embeddings)):

@@ -23,6 +23,7 @@ from matrixssl.eval.features import extract_features
 from matrixssl.eval.probe import zero_linear
 from matrixssl.models import feature_width
 from matrixssl.optim import parameter_groups, warmup_cosine
+from matrixssl.runtime import seed_everything
 
 
 def balanced_subset(labels: Tensor, fraction: float, seed: int) -> Tensor:
@@ -65,7 +66,7 @@ def finetune(
     device: torch.device | str = "cpu",
 ) -> FinetuneResult:
     """Fine-tune a copy of the backbone plus a zero-initialised linear head on `train[subset]`; top-1 in %."""
-    torch.manual_seed(seed)  # kornia draws the crops from the global generator
+    seed_everything(seed)  # kornia draws the crops from the global generator
     backbone = copy.deepcopy(pretrained.backbone).to(device)
     head = zero_linear(feature_width(backbone), pretrained.num_classes).to(device)
     model = nn.Sequential(backbone, head)

@@ -1,5 +1,6 @@
 """Drop-in loss modules: Matrix-SSL (uniformity + alignment), MEC, TCR and the classic baselines."""
 
+from matrixssl.losses._inputs import EmbeddingLoss
 from matrixssl.losses.barlow_twins import BarlowTwinsLoss
 from matrixssl.losses.byol import BYOLLoss
 from matrixssl.losses.matrix_ssl import (
@@ -17,6 +18,7 @@ from matrixssl.losses.vicreg import VICRegLoss, VICRegTerms
 __all__ = [
     "BYOLLoss",
     "BarlowTwinsLoss",
+    "EmbeddingLoss",
     "MECLoss",
     "MatrixAlignmentLoss",
     "MatrixSSLLoss",

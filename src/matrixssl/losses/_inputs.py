@@ -4,14 +4,34 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from matrixssl.distributed import gather
 from matrixssl.functional import full_precision
 
 
-def check_embeddings(**named: Tensor) -> None:
-    """Raise ValueError unless every tensor is a finite (B, d) batch with B >= 2 and all shapes agree."""
+class EmbeddingLoss(nn.Module):
+    """What every loss shares: `gather_distributed` (batch statistics over all ranks, with correct gradients)
+    and `check_values`. The value checks (NaN/Inf inputs; Matrix-SSL's Taylor radius) read a number back from
+    the device, which makes the host wait for it; they are on by default. A training loop that checks its loss
+    itself, as `matrixssl pretrain` does at logging steps, turns them off and calls `deferred_checks` then."""
+
+    def __init__(self, *, gather_distributed: bool) -> None:
+        super().__init__()
+        self.gather_distributed = gather_distributed
+        self.check_values = True
+
+    def check(self, **named: Tensor) -> None:
+        """Shapes always; finite values when `check_values` is on."""
+        check_embeddings(self.check_values, **named)
+
+    def deferred_checks(self) -> None:
+        """Run the value checks that were skipped while `check_values` was off (none for most losses)."""
+
+
+def check_embeddings(finite: bool, /, **named: Tensor) -> None:
+    """Raise ValueError unless every tensor is a (B, d) batch with B >= 2, all shapes agree and, if `finite`,
+    no value is NaN or Inf (a check that waits for the device)."""
     shapes = {name: tuple(t.shape) for name, t in named.items()}
     for name, t in named.items():
         if t.dim() != 2:
@@ -25,7 +45,7 @@ def check_embeddings(**named: Tensor) -> None:
     if len(set(shapes.values())) > 1:
         raise ValueError(f"embedding shapes must match, got {shapes}")
     for name, t in named.items():
-        if not bool(torch.isfinite(t).all()):
+        if finite and not bool(torch.isfinite(t).all()):
             raise ValueError(
                 f"{name} contains NaN or Inf; check the learning rate and the inputs of the model"
             )

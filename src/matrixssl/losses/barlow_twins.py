@@ -18,10 +18,10 @@ Usage::
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from matrixssl.functional import centred
-from matrixssl.losses._inputs import check_embeddings, prepare
+from matrixssl.losses._inputs import EmbeddingLoss, prepare
 
 BATCHNORM_EPS = 1e-5
 
@@ -31,18 +31,17 @@ def _standardised(z: Tensor) -> Tensor:
     return z / torch.sqrt(z.square().mean(0) + BATCHNORM_EPS)
 
 
-class BarlowTwinsLoss(nn.Module):
+class BarlowTwinsLoss(EmbeddingLoss):
     """Σ(1 - C_ii)² + λ Σ_{i≠j} C_ij² on the cross-correlation C; `off_diagonal_weight` is λ."""
 
     def __init__(self, *, off_diagonal_weight: float = 0.0051, gather_distributed: bool = False) -> None:
-        super().__init__()
+        super().__init__(gather_distributed=gather_distributed)
         if off_diagonal_weight < 0:
             raise ValueError(f"off_diagonal_weight must be >= 0, got {off_diagonal_weight}")
         self.off_diagonal_weight = off_diagonal_weight
-        self.gather_distributed = gather_distributed
 
     def forward(self, z_1: Tensor, z_2: Tensor) -> Tensor:
-        check_embeddings(z_1=z_1, z_2=z_2)
+        self.check(z_1=z_1, z_2=z_2)
         with torch.autocast(device_type=z_1.device.type, enabled=False):
             a, b = (
                 _standardised(prepare(z, gather_distributed=self.gather_distributed, normalize=False))

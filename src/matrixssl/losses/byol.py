@@ -14,17 +14,18 @@ Usage::
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
+from matrixssl.losses._inputs import EmbeddingLoss
 from matrixssl.losses.simsiam import symmetric_cosine
 
 
-class BYOLLoss(nn.Module):
+class BYOLLoss(EmbeddingLoss):
     """2 - 2 cos(prediction, teacher projection of the other view), summed over both directions."""
 
     def __init__(self, *, gather_distributed: bool = False) -> None:
-        super().__init__()
-        self.gather_distributed = gather_distributed
+        super().__init__(gather_distributed=gather_distributed)
 
     def forward(self, online_1: Tensor, online_2: Tensor, target_1: Tensor, target_2: Tensor) -> Tensor:
+        self.check(online_1=online_1, online_2=online_2, target_1=target_1, target_2=target_2)
         return 4.0 - 4.0 * symmetric_cosine(online_1, online_2, target_1, target_2, self.gather_distributed)

@@ -35,10 +35,10 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from matrixssl.functional import centred, matrix_log, taylor_log_coefficients, trace_powers
-from matrixssl.losses._inputs import check_embeddings, prepare
+from matrixssl.losses._inputs import EmbeddingLoss, prepare
 
 
 class MatrixSSLTerms(NamedTuple):
@@ -173,7 +173,7 @@ def _direction(
     return _DirectionTerms(u, a, u_online, bound)
 
 
-class _MatrixLossBase(nn.Module):
+class _MatrixLossBase(EmbeddingLoss):
     """Shared settings, input preparation and the one-time Taylor convergence warning."""
 
     def __init__(
@@ -185,11 +185,11 @@ class _MatrixLossBase(nn.Module):
         trace_term: bool,
         gather_distributed: bool,
     ) -> None:
-        super().__init__()
+        super().__init__(gather_distributed=gather_distributed)
         self.settings = _Settings(target_scale, ridge, taylor_order, trace_term)
         _check_settings(self.settings)
-        self.gather_distributed = gather_distributed
         self._warned = False
+        self._radius_bound: Tensor | None = None  # the last step's, kept while check_values is off
 
     def _prepared(self, z: Tensor, target: bool = False) -> Tensor:
         """Normalised, gathered when asked, centred; a target is also detached."""
@@ -209,17 +209,26 @@ class _MatrixLossBase(nn.Module):
         with torch.autocast(device_type=online.device.type, enabled=False):
             terms = _direction(target, online, self.settings, uniformity, alignment, online_uniformity)
         if terms.spectral_radius_bound is not None and not self._warned:
-            radius = float(terms.spectral_radius_bound)
-            if radius >= 1.0:
-                self._warned = True
-                warnings.warn(
-                    f"Matrix-SSL: the Taylor series of the matrix log may be outside its convergence radius "
-                    f"(|ridge - 1| + ||C||_F = {radius:.3f} >= 1), so the loss can be inaccurate. "
-                    f"Use a ridge closer to 1, or taylor_order=None for the exact log.",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
+            self._radius_bound = terms.spectral_radius_bound.detach()
+            if self.check_values:
+                self.deferred_checks()
         return terms
+
+    def deferred_checks(self) -> None:
+        """Warn once when the last Taylor series may have been outside its convergence radius."""
+        if self._radius_bound is None or self._warned:
+            return
+        radius = float(self._radius_bound)
+        self._radius_bound = None
+        if radius >= 1.0:
+            self._warned = True
+            warnings.warn(
+                f"Matrix-SSL: the Taylor series of the matrix log may be outside its convergence radius "
+                f"(|ridge - 1| + ||C||_F = {radius:.3f} >= 1), so the loss can be inaccurate. "
+                f"Use a ridge closer to 1, or taylor_order=None for the exact log.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
 
 class MatrixUniformityLoss(_MatrixLossBase):
@@ -247,7 +256,7 @@ class MatrixUniformityLoss(_MatrixLossBase):
         )
 
     def forward(self, online: Tensor, target: Tensor) -> Tensor:
-        check_embeddings(online=online, target=target)
+        self.check(online=online, target=target)
         o, t = self._pair(online, target)
         return self._direction(t, o, uniformity=True, alignment=False).uniformity
 
@@ -272,7 +281,7 @@ class MatrixAlignmentLoss(_MatrixLossBase):
         )
 
     def forward(self, online: Tensor, target: Tensor) -> Tensor:
-        check_embeddings(online=online, target=target)
+        self.check(online=online, target=target)
         o, t = self._pair(online, target)
         return self._direction(t, o, uniformity=False, alignment=True).alignment
 
@@ -343,7 +352,7 @@ class MatrixSSLLoss(_MatrixLossBase):
         `targets[i]` is the teacher output of view i, for the first len(targets) online views; the views after
         them (multi-crop's local views) have no target of their own. With two of each this is the two-view loss.
         """
-        check_embeddings(
+        self.check(
             **{f"online_{i + 1}": z for i, z in enumerate(online)},
             **{f"target_{i + 1}": z for i, z in enumerate(targets)},
         )

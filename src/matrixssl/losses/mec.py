@@ -17,24 +17,23 @@ Usage::
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from matrixssl.functional import taylor_log_coefficients, trace_powers
-from matrixssl.losses._inputs import check_embeddings, prepare
+from matrixssl.losses._inputs import EmbeddingLoss, prepare
 
 
-class MECLoss(nn.Module):
+class MECLoss(EmbeddingLoss):
     """MEC loss; `eps_squared` is ε² of the paper (official default 64), `taylor_order` the series length."""
 
     def __init__(
         self, *, eps_squared: float = 64.0, taylor_order: int = 4, gather_distributed: bool = False
     ) -> None:
-        super().__init__()
+        super().__init__(gather_distributed=gather_distributed)
         if eps_squared <= 0:
             raise ValueError(f"eps_squared must be > 0, got {eps_squared}")
         self.eps_squared = eps_squared
         self.coefficients = taylor_log_coefficients(taylor_order, 0.0)[1:]
-        self.gather_distributed = gather_distributed
 
     def _half(self, online: Tensor, target: Tensor, lam: float) -> Tensor:
         batch, dim = online.shape
@@ -50,7 +49,7 @@ class MECLoss(nn.Module):
         target_2: Tensor,
         lambda_scale: float = 1.0,
     ) -> Tensor:
-        check_embeddings(online_1=online_1, online_2=online_2, target_1=target_1, target_2=target_2)
+        self.check(online_1=online_1, online_2=online_2, target_1=target_1, target_2=target_2)
         if lambda_scale <= 0:
             raise ValueError(f"lambda_scale must be > 0, got {lambda_scale}")
         gather = self.gather_distributed

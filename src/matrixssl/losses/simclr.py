@@ -18,23 +18,22 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from matrixssl.losses._inputs import check_embeddings, prepare
+from matrixssl.losses._inputs import EmbeddingLoss, prepare
 
 
-class NTXentLoss(nn.Module):
+class NTXentLoss(EmbeddingLoss):
     """NT-Xent; `temperature` τ (SimCLR's ImageNet default 0.1; its CIFAR-10 runs used 0.5)."""
 
     def __init__(self, *, temperature: float = 0.1, gather_distributed: bool = False) -> None:
-        super().__init__()
+        super().__init__(gather_distributed=gather_distributed)
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.temperature = temperature
-        self.gather_distributed = gather_distributed
 
     def forward(self, z_1: Tensor, z_2: Tensor) -> Tensor:
-        check_embeddings(z_1=z_1, z_2=z_2)
+        self.check(z_1=z_1, z_2=z_2)
         with torch.autocast(device_type=z_1.device.type, enabled=False):
             u = torch.cat([prepare(z, gather_distributed=self.gather_distributed) for z in (z_1, z_2)])
             batch = u.shape[0] // 2

@@ -16,16 +16,15 @@ Usage::
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from matrixssl.losses._inputs import check_embeddings, prepare
+from matrixssl.losses._inputs import EmbeddingLoss, prepare
 
 
 def symmetric_cosine(
     online_1: Tensor, online_2: Tensor, target_1: Tensor, target_2: Tensor, gather_distributed: bool
 ) -> Tensor:
     """½ [mean cos(online_1, target_2) + mean cos(online_2, target_1)], targets detached, in full precision."""
-    check_embeddings(online_1=online_1, online_2=online_2, target_1=target_1, target_2=target_2)
     with torch.autocast(device_type=online_1.device.type, enabled=False):
         p_1, p_2 = (prepare(p, gather_distributed=gather_distributed) for p in (online_1, online_2))
         z_1, z_2 = (
@@ -34,12 +33,12 @@ def symmetric_cosine(
         return 0.5 * ((p_1 * z_2).sum(1).mean() + (p_2 * z_1).sum(1).mean())
 
 
-class SimSiamLoss(nn.Module):
+class SimSiamLoss(EmbeddingLoss):
     """Symmetrised negative cosine with stop-gradient on the targets; -1 when prediction equals target."""
 
     def __init__(self, *, gather_distributed: bool = False) -> None:
-        super().__init__()
-        self.gather_distributed = gather_distributed
+        super().__init__(gather_distributed=gather_distributed)
 
     def forward(self, online_1: Tensor, online_2: Tensor, target_1: Tensor, target_2: Tensor) -> Tensor:
+        self.check(online_1=online_1, online_2=online_2, target_1=target_1, target_2=target_2)
         return -symmetric_cosine(online_1, online_2, target_1, target_2, self.gather_distributed)

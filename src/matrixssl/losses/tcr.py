@@ -10,9 +10,9 @@ positive definite by construction, so no ridge is needed.
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from matrixssl.losses._inputs import check_embeddings, prepare
+from matrixssl.losses._inputs import EmbeddingLoss, prepare
 
 
 def total_coding_rate(z: Tensor, eps_squared: float) -> Tensor:
@@ -24,18 +24,17 @@ def total_coding_rate(z: Tensor, eps_squared: float) -> Tensor:
     return torch.log(torch.diagonal(factor)).sum()
 
 
-class TCRLoss(nn.Module):
+class TCRLoss(EmbeddingLoss):
     """-TCR(z) of one batch of embeddings; `eps_squared` is ε² (EMP-SSL uses 0.2)."""
 
     def __init__(self, *, eps_squared: float = 0.2, gather_distributed: bool = False) -> None:
-        super().__init__()
+        super().__init__(gather_distributed=gather_distributed)
         if eps_squared <= 0:
             raise ValueError(f"eps_squared must be > 0, got {eps_squared}")
         self.eps_squared = eps_squared
-        self.gather_distributed = gather_distributed
 
     def forward(self, z: Tensor) -> Tensor:
-        check_embeddings(z=z)
+        self.check(z=z)
         with torch.autocast(device_type=z.device.type, enabled=False):
             return -total_coding_rate(
                 prepare(z, gather_distributed=self.gather_distributed), self.eps_squared

@@ -22,10 +22,10 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from matrixssl.functional import centred
-from matrixssl.losses._inputs import check_embeddings, prepare
+from matrixssl.losses._inputs import EmbeddingLoss, prepare
 
 VARIANCE_EPS = 1e-4
 
@@ -48,7 +48,7 @@ def _variance_and_covariance(z: Tensor) -> tuple[Tensor, Tensor]:
     return F.relu(1 - std).mean(), off_diagonal / dim
 
 
-class VICRegLoss(nn.Module):
+class VICRegLoss(EmbeddingLoss):
     """25·invariance + 25·variance + 1·covariance (the paper's weights λ, μ, ν)."""
 
     def __init__(
@@ -59,7 +59,7 @@ class VICRegLoss(nn.Module):
         covariance_weight: float = 1.0,
         gather_distributed: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(gather_distributed=gather_distributed)
         weights = {
             "invariance_weight": invariance_weight,
             "variance_weight": variance_weight,
@@ -69,10 +69,9 @@ class VICRegLoss(nn.Module):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
         self.invariance_weight, self.variance_weight, self.covariance_weight = weights.values()
-        self.gather_distributed = gather_distributed
 
     def terms(self, z_1: Tensor, z_2: Tensor) -> VICRegTerms:
-        check_embeddings(z_1=z_1, z_2=z_2)
+        self.check(z_1=z_1, z_2=z_2)
         with torch.autocast(device_type=z_1.device.type, enabled=False):
             a, b = (
                 prepare(z, gather_distributed=self.gather_distributed, normalize=False) for z in (z_1, z_2)

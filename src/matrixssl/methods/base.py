@@ -76,6 +76,7 @@ class SSLMethod(L.LightningModule):
             if self.uses_teacher and not self.teacher_is_student
             else None
         )
+        self._losses_finite: Tensor | None = None  # all losses since the last check finite (on the device)
         self.probe = nn.Sequential(
             nn.BatchNorm1d(features, affine=False),
             nn.Linear(features, info.num_classes),
@@ -116,10 +117,17 @@ class SSLMethod(L.LightningModule):
         features = [self.backbone(v) for v in views]
         online = [self.projector(f) for f in features]
         teacher = self.teacher_outputs(views[:2], online[:2])
-        self._stop_if_not_finite("the embeddings", *online)
-        terms = self.loss_from_views(online, teacher)
+        try:
+            terms = self.loss_from_views(online, teacher)
+        except torch.linalg.LinAlgError:  # no eigendecomposition of non-finite embeddings: training diverged
+            self._losses_finite = torch.zeros((), dtype=torch.bool)
+            self._stop_if_diverged()
+            raise
         loss = terms["loss"]
-        self._stop_if_not_finite("the loss", loss)
+        # The host waits for the device only at logging steps: whether every loss since the last check was
+        # finite is accumulated on the device, and read back then (and before a checkpoint is written).
+        finite = torch.isfinite(loss.detach())
+        self._losses_finite = finite if self._losses_finite is None else self._losses_finite & finite
         probe_loss, probe_top1 = self._probe_step(features[0].detach(), labels)
         self.log_dict(
             {f"train/{k}": v.detach() for k, v in terms.items()}, on_step=True, on_epoch=True, sync_dist=True
@@ -131,6 +139,8 @@ class SSLMethod(L.LightningModule):
             sync_dist=True,
         )
         if batch_index % max(1, self.config.trainer.log_every_n_steps) == 0:
+            self._stop_if_diverged()
+            self.loss_fn.deferred_checks()
             reference = teacher[0] if teacher else online[0]
             self.log("train/effective_rank", effective_rank(covariance(reference.detach())), sync_dist=True)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)  # type: ignore[union-attr]
@@ -145,24 +155,37 @@ class SSLMethod(L.LightningModule):
             return [z.detach() for z in online]
         return []
 
-    def _stop_if_not_finite(self, what: str, *values: Tensor) -> None:
-        """Diverged training (NaN/Inf weights or loss) stops with the step and where to resume from."""
-        if all(bool(torch.isfinite(v).all()) for v in values):
+    def _stop_if_diverged(self) -> None:
+        """A non-finite loss since the last check (diverged weights or bad data) stops the run with where it
+        happened and what to do; nothing was saved after it (see `on_save_checkpoint`)."""
+        if self._losses_finite is None:
+            return
+        finite, self._losses_finite = bool(self._losses_finite), None
+        if finite:
             return
         checkpoint = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or "none yet"
+        every = self.config.trainer.log_every_n_steps
         raise MatrixSSLError(
-            f"{what} became non-finite (NaN/Inf) at step {self.global_step} (epoch {self.current_epoch}); "
-            f"last good checkpoint: {checkpoint}. Lower optim.base_lr or check the data, then --resume."
+            f"the loss became non-finite (NaN/Inf) by step {self.global_step} (epoch {self.current_epoch}; "
+            f"checked every trainer.log_every_n_steps={every} steps); last good checkpoint: {checkpoint}. "
+            "Lower optim.base_lr (or check the data) and start a new run in another output_dir."
         )
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._stop_if_diverged()  # never write weights that a non-finite loss has already reached
+
+    def on_train_end(self) -> None:
+        self._stop_if_diverged()  # nor evaluate them
+
     def _probe_step(self, features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        labelled = labels >= 0
-        if not bool(labelled.any()):
-            zero = features.new_zeros(())
-            return zero, zero
-        logits = self.probe(features[labelled].float())
-        loss = F.cross_entropy(logits, labels[labelled])
-        return loss, 100.0 * (logits.argmax(1) == labels[labelled]).float().mean()
+        """Cross-entropy and top-1 (%) of the online probe over the batch's labelled images (label -1: an
+        unlabelled image, weight 0), computed without reading a value back from the device."""
+        labelled = (labels >= 0).float()
+        count = labelled.sum().clamp(min=1.0)
+        logits = self.probe(features.float())
+        losses = F.cross_entropy(logits, labels.clamp(min=0), reduction="none")
+        correct = (logits.argmax(1) == labels).float()
+        return (losses * labelled).sum() / count, 100.0 * (correct * labelled).sum() / count
 
     def teacher_momentum(self) -> float:
         t = self.config.teacher
@@ -209,6 +232,9 @@ class SSLMethod(L.LightningModule):
         # Batch statistics must span the global batch under DDP.
         if world_size() > 1 or (self._trainer is not None and self.trainer.world_size > 1):
             self.loss_fn.gather_distributed = True
+        # The loss's own value checks would make every step wait for the device; the step checks the loss at
+        # logging steps instead (`_stop_if_diverged`, `deferred_checks`).
+        self.loss_fn.check_values = False
 
 
 def steps_per_epoch(num_images: int, batch_size: int, devices: int) -> int:
