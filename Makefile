@@ -3,12 +3,12 @@ PYTHON ?= python3
 VENV ?= .venv
 # The CPU build of torch is pinned and installed before the project, so pip never pulls a CUDA build.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= train,lm,dev
+EXTRAS ?= train,lm,dev,docs
 FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup data lm-model test run bench lint
+.PHONY: setup data lm-model test run bench lint docs
 
 setup: $(STAMP) data
 
@@ -50,3 +50,8 @@ lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
+
+# The API reference site (mkdocs.yml): docstrings, README and docs/*.md; any warning fails the build.
+DOCS_DIR ?= site
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir $(DOCS_DIR)

@@ -8,17 +8,35 @@ A learnt representation is only worth something if it beats both. Same evaluatio
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from _report import header, write
 
 from matrixssl.config import load_config
 from matrixssl.data import splits_for
+from matrixssl.errors import MatrixSSLError
 from matrixssl.eval.baselines import reference_baselines
 
 
 def main() -> None:
-    config = load_config(None, sys.argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="overrides of the built-in pretraining config, e.g. data.dir=/data data.subset=20000",
+    )
+    args = parser.parse_args()
+    try:
+        report(args.overrides)
+    except MatrixSSLError as error:  # a user mistake (bad override, missing data): one line, as the CLI does
+        print(f"baselines.py: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def report(overrides: list[str]) -> None:
+    config = load_config(None, overrides)
     rows = reference_baselines(config)
     _, labelled, test = splits_for(config.data)
     lines = [

@@ -7,10 +7,8 @@ steps, batch, learning rate and seed; the seed orders the batches) and each resu
 held-out set by greedy decoding and exact match. Time per step is the library's mean over the steps after
 the first. Every size is a flag, to scale up elsewhere.
 
-The defaults are sized for a 2-core CPU: SmolLM2-135M, fully fine-tuned at batch 8 (~48 tokens per example),
-took 7.7 s per CE step and 9.8 s per CE + MCE step on one thread, and 0.54 s per answer in evaluation
-(batches of 32, 40 new tokens); at ~1.7x on two threads, 3 seeds x 2 losses x 120 steps plus 7 evaluations
-of 200 problems come to about 70 minutes. `--train-top-layers 4` made a step about 2.2x cheaper (CE 3.5 s).
+The defaults are sized for a 2-core CPU (SmolLM2-135M, all parameters, 120 steps of batch 8, three seeds);
+`--train-top-layers N` makes a step cheaper by training only the top N decoder blocks.
 
     python benchmarks/lm_mce.py [--steps 120] [--n-train 960] [--n-test 200] [--seeds 0 1 2] [--device cuda]
 """
@@ -30,19 +28,12 @@ from _report import header, write
 
 from matrixssl.bench import mean_std
 from matrixssl.errors import MatrixSSLError
-from matrixssl.lm.commands import resolve_device
 from matrixssl.lm.data import SOURCES, Problem, overlap, train_test_problems
 from matrixssl.lm.evaluate import evaluate_accuracy
 from matrixssl.lm.loss import DEFAULT_RIDGE, DEFAULT_TOP_K
-from matrixssl.lm.train import (
-    IGNORE_INDEX,
-    FinetuneConfig,
-    default_model_file,
-    encode_problems,
-    finetune,
-    load_model_and_tokenizer,
-    trainable_parameters,
-)
+from matrixssl.lm.model import default_model_file, load_model_and_tokenizer, trainable_parameters
+from matrixssl.lm.train import IGNORE_INDEX, FinetuneConfig, encode_problems, finetune
+from matrixssl.runtime import resolve_precision
 
 Loss = Literal["ce", "mce"]
 LOSSES: dict[Loss, str] = {"ce": "CE", "mce": "CE + MCE"}
@@ -153,7 +144,7 @@ def markdown(
         f"{config.batch_size} ({config.steps * config.batch_size / len(facts['train']):.2f} passes over the "
         f"training problems), AdamW lr {config.lr:g} (linear warm-up {config.warmup_steps} steps, then linear "
         f"decay to 0), weight decay {config.weight_decay:g}, gradient clipping {config.max_grad_norm:g}, max "
-        f"length {config.max_length}, precision {config.precision}; seeds {', '.join(map(str, args.seeds))} (the seed orders the batches; "
+        f"length {config.max_length}, precision {facts['precision']}; seeds {', '.join(map(str, args.seeds))} (the seed orders the batches; "
         "model and problems are the same)",
         f"- losses: CE = cross-entropy on the answer tokens; CE + MCE = CE + γ·token MCE with γ = {config.gamma:g}, "
         f"ridge {config.ridge:g}, top_k {config.top_k or 'exact'}",
@@ -215,7 +206,7 @@ def markdown(
 
 def main(argv: Sequence[str] | None = None) -> Path:
     args = parse_args(argv)
-    finetune_config(args, "mce", args.seeds[0]).validate()  # before minutes of loading and evaluating
+    config = finetune_config(args, "mce", args.seeds[0])  # checks the settings before minutes of loading
     start = time.perf_counter()
     train, test = train_test_problems(args.source, args.n_train, args.n_test, seed=args.data_seed)
     seen = overlap(train, test)
@@ -223,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     log(start, f"{len(train)} training and {len(test)} held-out {args.source} problems, overlap {len(seen)}")
 
     log(start, f"loading the model {args.model}")
-    model, tokenizer = load_model_and_tokenizer(args.model, device=resolve_device(args.device))
+    model, tokenizer = load_model_and_tokenizer(args.model, device=args.device, progress=False)
     load_seconds = time.perf_counter() - start
     base_weights = {name: value.detach().clone() for name, value in model.state_dict().items()}
     examples = encode_problems(tokenizer, train, args.max_length)
@@ -241,6 +232,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
             sum(label != IGNORE_INDEX for label in e["labels"]) for e in examples
         ),
         "load": load_seconds,
+        "precision": resolve_precision(config.precision, next(model.parameters()).device.type),
     }
 
     log(start, f"evaluating the base model on {len(test)} held-out problems")

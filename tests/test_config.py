@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from matrixssl.config import Config, load_config, to_yaml
+from matrixssl.config import Config, load_config, resolve_config, to_yaml
 from matrixssl.errors import MatrixSSLError
 
 
@@ -97,3 +97,86 @@ def test_shipped_configs_load_by_name_from_any_folder(
     assert load_config("fashion-mnist/matrix_ssl").data.local_views == 4
     with pytest.raises(MatrixSSLError, match="cannot read config file nope/simclr"):
         load_config("nope/simclr")
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "configs"
+METHODS = sorted(p.stem for p in (SHIPPED / "fashion-mnist").glob("*.yaml") if not p.stem.endswith("_paper"))
+
+
+@pytest.mark.parametrize("dataset", sorted(p.name for p in SHIPPED.iterdir() if p.is_dir()))
+def test_switching_the_method_by_override_gives_that_methods_shipped_config(dataset: str) -> None:
+    # The method's own settings (optimiser, learning rate, loss section, output_dir, ...) come from its shipped
+    # config, so they cannot drift from it: switching by override equals loading the method's file.
+    for method in METHODS:
+        assert load_config(f"{dataset}/matrix_ssl", [f"loss.method={method}"]) == load_config(
+            f"{dataset}/{method}"
+        ), method
+        assert load_config(f"{dataset}/{method}", ["loss.method=matrix_ssl"]) == load_config(
+            f"{dataset}/matrix_ssl"
+        ), method
+
+
+def test_switching_the_method_of_the_built_in_defaults() -> None:
+    for method in set(METHODS) - {"matrix_ssl"}:  # the defaults are matrix_ssl.yaml with two views
+        assert load_config(None, [f"loss.method={method}"]) == load_config(f"fashion-mnist/{method}"), method
+    vicreg = load_config(None, ["loss.method=vicreg"])
+    assert (vicreg.optim.optimizer, vicreg.optim.base_lr) == ("lars", 0.2)
+    assert vicreg.output_dir == "runs/fashion-mnist-vicreg"
+    simsiam = load_config(None, ["loss.method=simsiam"])
+    assert (simsiam.optim.optimizer, simsiam.optim.base_lr) == ("sgd", 0.05)
+
+
+def test_command_line_values_win_over_the_methods_own_in_any_order(tmp_path: Path) -> None:
+    for overrides in (
+        ["optim.base_lr=0.1", "loss.method=vicreg", "output_dir=/tmp/mine"],
+        ["loss.method=vicreg", "optim.base_lr=0.1", "output_dir=/tmp/mine"],
+    ):
+        config, switch = resolve_config(None, overrides)
+        assert (config.optim.optimizer, config.optim.base_lr, config.output_dir) == ("lars", 0.1, "/tmp/mine")
+        assert switch is not None and switch.settings == {"optim.optimizer": "lars"}
+        assert switch.source == SHIPPED.resolve() / "fashion-mnist" / "vicreg.yaml"
+    # A file's own output_dir stays (it is the user's choice); its optimiser follows the method.
+    path = tmp_path / "mine.yaml"
+    path.write_text("output_dir: runs/mine\noptim:\n  base_lr: 0.5\n")
+    config = load_config(path, ["loss.method=vicreg"])
+    assert (config.output_dir, config.optim.optimizer, config.optim.base_lr) == ("runs/mine", "lars", 0.2)
+
+
+def test_no_switch_no_change() -> None:
+    assert resolve_config(None, ["loss.method=matrix_ssl"]) == (Config(), None)
+    assert resolve_config(None, ["optim.base_lr=0.3"])[1] is None
+    # An unknown method brings nothing here; `check_method` names the valid ones before a run starts.
+    config, switch = resolve_config(None, ["loss.method=nope"])
+    assert switch is None and config.optim == Config().optim and config.loss.method == "nope"
+
+
+def test_devices_are_counts_or_lightning_spellings(tmp_path: Path) -> None:
+    assert load_config(None, ["trainer.devices=3"]).trainer.devices == 3
+    assert load_config(None, ["trainer.devices=-1"]).trainer.devices == -1
+    assert load_config(None, ["trainer.devices=auto"]).trainer.devices == "auto"
+    assert load_config(None, ["trainer.devices=0,1"]).trainer.devices == "0,1"
+    path = tmp_path / "devices.yaml"
+    path.write_text("trainer:\n  devices: '2'\n")
+    assert load_config(path).trainer.devices == 2
+    assert "devices: 3\n" in to_yaml(load_config(None, ["trainer.devices=3"]))
+    for bad in ("0", "gpu", "[0, 1]", "-2"):
+        with pytest.raises(MatrixSSLError, match="'trainer.devices' must be"):
+            load_config(None, [f"trainer.devices={bad}"])
+
+
+def test_logger_choices() -> None:
+    assert Config().trainer.logger == "tensorboard"
+    assert load_config(None, ["trainer.logger=wandb"]).trainer.logger == "wandb"
+    with pytest.raises(MatrixSSLError, match="'trainer.logger' must be one of tensorboard, wandb, csv"):
+        load_config(None, ["trainer.logger=mlflow"])
+
+
+def test_the_switch_names_only_settings_the_new_method_reads() -> None:
+    # cifar10's vicreg.yaml leaves Matrix-SSL's loss keys at their defaults: applied (the config equals the
+    # file) but not announced, since VICReg does not read them.
+    config, switch = resolve_config("cifar10/matrix_ssl", ["loss.method=vicreg"])
+    assert config == load_config("cifar10/vicreg") and config.loss.ridge == Config().loss.ridge
+    assert switch is not None and not [key for key in switch.settings if key.startswith("loss.")]
+    assert switch.settings["optim.base_lr"] == 0.3
+    _, back = resolve_config("cifar10/vicreg", ["loss.method=matrix_ssl"])
+    assert back is not None and back.settings["loss.ridge"] == 1.0

@@ -152,13 +152,13 @@ def plot_comparison(runs: list[Run], out_dir: Path, dataset: str) -> dict[str, P
     """Online-probe accuracy and effective rank against epoch (mean over seeds), and final spectra."""
     import torch
 
-    from matrixssl.plots import plot_spectra, pyplot, save_figure
+    from matrixssl.plots import legend, plot_spectra, pyplot, save_figure
 
     paths: dict[str, Path] = {}
     plt = pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     panels = (
-        ("val/probe_top1", "online probe top-1 (%)"),
+        ("val/probe_top1", "online probe test top-1 (%)"),
         ("train/effective_rank", "embedding effective rank"),
     )
     for axis, (key, title) in zip(axes, panels):
@@ -172,7 +172,7 @@ def plot_comparison(runs: list[Run], out_dir: Path, dataset: str) -> dict[str, P
             )
         axis.set_title(title)
         axis.set_xlabel("epoch")
-        axis.legend(fontsize=7)
+        legend(axis, empty="not logged")
     paths["curves"] = save_figure(plt, figure, out_dir / f"{dataset}_curves.png")
     spectra = {}
     for run in runs:

@@ -7,6 +7,7 @@ and what is allowed, before anything runs.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -123,7 +124,7 @@ class TeacherConfig:
 class TrainerConfig:
     max_epochs: int = 6
     accelerator: str = "auto"
-    devices: str = "auto"
+    devices: int | str = "auto"  # a count (-1: every GPU), "auto", or device indices such as "0,1"
     num_nodes: int = 1
     strategy: str = "auto"
     precision: str = (
@@ -132,7 +133,10 @@ class TrainerConfig:
     checkpoint_every_n_epochs: int = 1
     seed: int = 0
     log_every_n_steps: int = 20
-    progress_bar: bool = True
+    progress_bar: bool = True  # shown only on a terminal; otherwise one line per epoch
+    # Next to the CSV log, which the plots read: tensorboard, wandb (Weights & Biases, offline unless
+    # WANDB_MODE says otherwise) or csv (nothing else).
+    logger: str = "tensorboard"
 
 
 @dataclass
@@ -163,6 +167,8 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
     if value is None and type(None) in options:
         return None
+    if int in options and isinstance(value, str) and value.strip().removeprefix("-").isdigit():
+        return int(value)  # "3" from a quoted YAML value is the count 3, as from the command line
     for option in options:
         if option is bool and isinstance(value, bool):
             return value
@@ -221,6 +227,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return content
 
 
+LOGGERS = ("tensorboard", "wandb", "csv")
+
 # The configs shipped with the package, one per (dataset, method): configs/<dataset>/<method>.yaml.
 SHIPPED_CONFIGS = Path(__file__).resolve().parent / "configs"
 
@@ -238,25 +246,124 @@ def config_file(path: str | Path) -> Path:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Defaults, then the YAML file at `path` (if any; see `config_file`), then `key=value` overrides (values
-    parsed as YAML)."""
-    return config_from_dict(read_yaml(config_file(path)) if path is not None else {}, overrides)
+    parsed as YAML); `loss.method=` among them also brings that method's own settings (`method_settings`)."""
+    return resolve_config(path, overrides)[0]
+
+
+@dataclass
+class MethodSwitch:
+    """What a `loss.method=` override brought besides the method: `settings` (dotted key -> value: those the
+    command line did not set itself and the method reads) from the method's shipped config `source`."""
+
+    source: Path
+    settings: dict[str, Any]
+
+
+def resolve_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> tuple[Config, MethodSwitch | None]:
+    """`load_config`'s config, and what followed a method switched on the command line (None: nothing did), so
+    that the command line can say what changed besides the method."""
+    if path is None:
+        return _resolve({}, overrides)
+    file = config_file(path)
+    shipped = file.resolve().parent if file.resolve().parent.parent == SHIPPED_CONFIGS else None
+    return _resolve(read_yaml(file), overrides, shipped)
 
 
 def config_from_dict(values: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Defaults, then `values` (e.g. a checkpoint's saved config), then overrides; checked like a YAML file."""
+    return _resolve(values, overrides)[0]
+
+
+def _resolve(
+    values: dict[str, Any], overrides: list[str] | tuple[str, ...], folder: Path | None = None
+) -> tuple[Config, MethodSwitch | None]:
+    """Defaults, `values`, the settings of a method switched by override (from the shipped configs in
+    `folder`, see `method_settings`), then the overrides; checked."""
     config = Config()
     _apply(config, values)
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise MatrixSSLError(f"override {item!r} must look like key=value, e.g. trainer.max_epochs=10")
-        try:
-            value = yaml.safe_load(raw) if raw else ""
-        except yaml.YAMLError:
-            value = raw
-        _apply(config, _dotted(key.strip(), value))
+    parsed = [_parse_override(item) for item in overrides]
+    methods = [value for key, value in parsed if key == "loss.method"]
+    switch = None
+    if methods and isinstance(methods[-1], str) and methods[-1] != config.loss.method:
+        source = _shipped(config, methods[-1], folder)
+        settings = method_settings(config, methods[-1], folder)
+        given = {key for key, _ in parsed}
+        before = flatten(to_dict(config))
+        for key, value in settings.items():
+            _apply(config, _dotted(key, value))
+        followed = {
+            key: value
+            for key, value in settings.items()
+            if key not in given and before.get(key) != value and _concerns(key, methods[-1])
+        }
+        switch = MethodSwitch(source, followed) if source is not None and followed else None
+    for key, value in parsed:
+        _apply(config, _dotted(key, value))
     validate(config)
-    return config
+    return config, switch
+
+
+def _concerns(key: str, method: str) -> bool:
+    """Whether `method` reads the setting `key`, as far as the config can tell: a loss key only when it is
+    the method's own (`loss.<method>.*`; the flat `loss.*` keys are Matrix-SSL's)."""
+    if not key.startswith("loss."):
+        return True
+    name = key.removeprefix("loss.")
+    return name.startswith(f"{method}.") if "." in name else method == "matrix_ssl"
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise MatrixSSLError(f"override {item!r} must look like key=value, e.g. trainer.max_epochs=10")
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def method_settings(config: Config, method: str, folder: Path | None = None) -> dict[str, Any]:
+    """What switching `config` to `method` changes besides the method itself (dotted key -> value).
+
+    A method's own settings are those in which its shipped config, `<folder>/<method>.yaml`, differs from the
+    shipped config of the method it replaces. `folder` is the shipped folder the config was loaded from; by
+    default the one named after `config`'s dataset, else Fashion-MNIST's (the built-in defaults' recipe).
+    VICReg brings LARS, SimSiam its learning rate. They replace the file's values; `output_dir` follows only
+    while it is the replaced method's own. Empty when either method has no shipped config (an unknown name
+    then fails where methods are checked).
+    """
+    current, target = _shipped(config, config.loss.method, folder), _shipped(config, method, folder)
+    if current is None or target is None:
+        return {}
+    old, new = (flatten(to_dict(config_from_dict(read_yaml(file)))) for file in (current, target))
+    changed = {key: value for key, value in new.items() if old[key] != value and key != "loss.method"}
+    if config.output_dir != old["output_dir"]:
+        changed.pop("output_dir", None)
+    return changed
+
+
+def _shipped(config: Config, method: str, folder: Path | None = None) -> Path | None:
+    """The shipped config of `method` in `folder` (see `method_settings`), if there is one."""
+    if folder is None:
+        folder = SHIPPED_CONFIGS / config.data.name
+        if not folder.is_dir():
+            folder = SHIPPED_CONFIGS / "fashion-mnist"
+    path = folder / f"{method}.yaml"
+    return path if path.is_file() else None
+
+
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested sections as one level of dotted keys: {"optim": {"base_lr": 0.3}} -> {"optim.base_lr": 0.3}."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def validate(config: Config) -> None:
@@ -286,6 +393,11 @@ def validate(config: Config) -> None:
         raise MatrixSSLError(
             f"config key 'trainer.precision' must be one of {', '.join(PRECISIONS)}, got {config.trainer.precision!r}"
         )
+    _check_devices(config.trainer.devices)
+    if config.trainer.logger not in LOGGERS:
+        raise MatrixSSLError(
+            f"config key 'trainer.logger' must be one of {', '.join(LOGGERS)}, got {config.trainer.logger!r}"
+        )
     if config.optim.optimizer not in ("sgd", "lars"):
         raise MatrixSSLError(
             f"config key 'optim.optimizer' must be sgd or lars, got {config.optim.optimizer!r}"
@@ -293,6 +405,19 @@ def validate(config: Config) -> None:
     _require({"data.local_views": config.data.local_views}, lambda value: value >= 0, ">= 0")
     if config.data.local_crop_size is not None:
         _require({"data.local_crop_size": config.data.local_crop_size}, lambda value: value > 0, "positive")
+
+
+def _check_devices(devices: int | str) -> None:
+    """A count (-1: every GPU), "auto", or device indices such as "0,1" (Lightning's spellings)."""
+    if isinstance(devices, int):
+        valid = devices == -1 or devices >= 1
+    else:
+        valid = devices == "auto" or re.fullmatch(r"\d+(,\d+)*,?", devices.replace(" ", "")) is not None
+    if not valid:
+        raise MatrixSSLError(
+            f"config key 'trainer.devices' must be a count (-1: every GPU), auto, or device indices such as "
+            f"0,1; got {devices!r}"
+        )
 
 
 def _require(values: dict[str, float], holds: Callable[[float], bool], what: str) -> None:

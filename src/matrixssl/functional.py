@@ -5,6 +5,7 @@ in float32 or float64, also when the caller is under bf16/fp16 autocast, because
 series lose all accuracy in 8 mantissa bits.
 
 Definitions (P, Q symmetric positive definite, d x d):
+
     ME(P)     = -tr(P log P)
     MKL(P‖Q)  =  tr(P log P - P log Q - P + Q)
     MCE(P, Q) =  tr(-P log Q + Q)
@@ -15,40 +16,77 @@ differences, so gradients stay finite when eigenvalues repeat (where autograd th
 zero). The Taylor path (`method="taylor"`) is the series log X ≈ Σ_{k=1..n} (-1)^{k+1} (X - I)^k / k that MEC
 and the official Matrix-SSL code use; it is defined for any square matrix and converges when the spectral
 radius of X - I is below 1.
+
+Typical use on a batch of embeddings `z` (B, d)::
+
+    c = covariance(F.normalize(z, dim=1))     # (d, d) covariance of the unit-norm rows
+    matrix_entropy(c)                         # a 0-d tensor
+    effective_rank(c)                         # the effective rank this project reports
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
-from typing import Literal, TypeVar
+from typing import Literal, ParamSpec
 
 import torch
 from torch import Tensor
 
+__all__ = [
+    "Method",
+    "centred",
+    "covariance",
+    "cross_covariance",
+    "effective_rank",
+    "full_precision",
+    "matrix_cross_entropy",
+    "matrix_entropy",
+    "matrix_kl",
+    "matrix_log",
+    "taylor_log_coefficients",
+    "trace_powers",
+]
+
 Method = Literal["eigh", "taylor"]
-_F = TypeVar("_F", bound=Callable[..., Tensor])
+"""How a matrix log is computed: `"eigh"` exactly (symmetric input), `"taylor"` by its truncated series."""
+
+_P = ParamSpec("_P")
 
 
 def full_precision(x: Tensor) -> Tensor:
-    """`x` as float32 when it is a lower-precision float; float32/float64 pass through unchanged."""
+    """Return `x` in a dtype fit for matrix functions.
+
+    float32 and float64 pass through unchanged (no copy); every other dtype (bf16, fp16, integers) becomes
+    float32.
+
+    Args:
+        x: any tensor.
+
+    Returns:
+        `x` itself, or a float32 copy of it.
+    """
     if x.dtype in (torch.float32, torch.float64):
         return x
     return x.float()
 
 
-def _no_autocast(fn: _F) -> _F:
-    """Run `fn` with autocast off: matrix functions must see float32/float64 operands and produce them."""
+def _no_autocast(fn: Callable[_P, Tensor]) -> Callable[_P, Tensor]:
+    """Run `fn` with autocast off: matrix functions must see float32/float64 operands and produce them.
 
-    def wrapper(*args: object, **kwargs: object) -> Tensor:
-        device_type = next((a.device.type for a in args if isinstance(a, Tensor)), "cpu")
+    `functools.wraps` keeps the name, the docstring and, through `__wrapped__`, the signature, so `help()` and
+    `inspect.signature` show the real parameters.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> Tensor:
+        tensors = (a for a in (*args, *kwargs.values()) if isinstance(a, Tensor))
+        device_type = next((t.device.type for t in tensors), "cpu")
         with torch.autocast(device_type=device_type, enabled=False):
             return fn(*args, **kwargs)
 
-    wrapper.__name__ = fn.__name__
-    wrapper.__qualname__ = fn.__qualname__
-    wrapper.__doc__ = fn.__doc__
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 def _check_square(name: str, x: Tensor) -> None:
@@ -103,11 +141,23 @@ class _SymmetricMatrixLog(torch.autograd.Function):
 
 @_no_autocast
 def matrix_log(a: Tensor, method: Method = "eigh", order: int = 4) -> Tensor:
-    """Matrix logarithm of `a` (..., d, d).
+    """Matrix logarithm log A of a (batch of) square matrices.
 
-    `"eigh"`: exact for symmetric positive-definite input (the symmetric part of `a` is used).
-    `"taylor"`: Σ_{k=1..order} (-1)^{k+1} (a - I)^k / k, for any square matrix, accurate when the spectral
-    radius of a - I is well below 1.
+    `"eigh"` is exact for symmetric positive-definite input: V diag(log λ) Vᵀ from the eigendecomposition of
+    the symmetric part of `a`, differentiated with the Daleckii-Krein formula (finite at repeated
+    eigenvalues). `"taylor"` is the truncated series Σ_{k=1..order} (-1)^{k+1} (A - I)^k / k, defined for any
+    square matrix and accurate when the spectral radius of A - I is well below 1.
+
+    Args:
+        a: (..., d, d) matrices; for `"eigh"` symmetric positive definite.
+        method: `"eigh"` (exact) or `"taylor"` (series).
+        order: number of series terms for `"taylor"`; ignored by `"eigh"`.
+
+    Returns:
+        (..., d, d) tensor, float32 or float64.
+
+    Raises:
+        ValueError: `a` is not square, `method` is unknown or `order` is not a positive integer.
     """
     _check_square("matrix_log input", a)
     a = full_precision(a)
@@ -139,9 +189,19 @@ def _trace_p_log_q(p: Tensor, q: Tensor, method: Method, order: int) -> Tensor:
 
 @_no_autocast
 def matrix_entropy(p: Tensor, method: Method = "eigh", order: int = 4) -> Tensor:
-    """Von Neumann entropy ME(P) = -tr(P log P) of a symmetric PSD matrix, with 0 log 0 = 0.
+    """Matrix (von Neumann) entropy ME(P) = -tr(P log P) = -Σ_i λ_i log λ_i, with 0 log 0 = 0.
 
-    The exact path needs eigenvalues only (eigvalsh), so it is cheap and its gradient is stable.
+    For P with trace 1 (such as (1/B) zᵀz of unit-norm rows z) this is the entropy of its spectrum,
+    between 0 (rank one) and log d (P = I/d). The exact path needs eigenvalues only (eigvalsh), so it is
+    cheap and its gradient is stable; tiny negative eigenvalues from round-off count as 0.
+
+    Args:
+        p: (..., d, d) symmetric positive semi-definite matrices.
+        method: `"eigh"` (exact) or `"taylor"` (P log P with the series log, which needs P near I).
+        order: number of series terms for `"taylor"`.
+
+    Returns:
+        (...) tensor: one entropy per matrix.
     """
     _check_square("matrix_entropy input", p)
     p = full_precision(p)
@@ -153,7 +213,24 @@ def matrix_entropy(p: Tensor, method: Method = "eigh", order: int = 4) -> Tensor
 
 @_no_autocast
 def matrix_cross_entropy(p: Tensor, q: Tensor, method: Method = "eigh", order: int = 4) -> Tensor:
-    """Matrix cross-entropy MCE(P, Q) = tr(-P log Q + Q)."""
+    """Matrix cross-entropy MCE(P, Q) = tr(-P log Q + Q).
+
+    Over Q it is smallest at Q = P, and MCE(P, Q) = MKL(P‖Q) + ME(P) + tr P, so minimising it over Q is
+    minimising the matrix KL divergence. Matrix-SSL's alignment term is this with P, Q the (ridged)
+    covariances of the teacher and the student.
+
+    Args:
+        p: (..., d, d) target matrices, symmetric positive semi-definite.
+        q: (..., d, d) predicted matrices, symmetric positive definite for `"eigh"`.
+        method: how log Q is computed, `"eigh"` or `"taylor"`.
+        order: number of series terms for `"taylor"`.
+
+    Returns:
+        (...) tensor: one value per pair.
+
+    Raises:
+        ValueError: `p` or `q` is not square, or their matrix sizes differ.
+    """
     _check_pair(p, q)
     p, q = full_precision(p), full_precision(q)
     return -_trace_p_log_q(p, q, method, order) + _trace(q)
@@ -161,7 +238,22 @@ def matrix_cross_entropy(p: Tensor, q: Tensor, method: Method = "eigh", order: i
 
 @_no_autocast
 def matrix_kl(p: Tensor, q: Tensor, method: Method = "eigh", order: int = 4) -> Tensor:
-    """Matrix KL divergence MKL(P‖Q) = tr(P log P - P log Q - P + Q); zero iff P = Q, non-negative."""
+    """Matrix KL divergence MKL(P‖Q) = tr(P log P - P log Q - P + Q).
+
+    Non-negative and zero exactly when P = Q (for positive definite P, Q); not symmetric in P and Q.
+
+    Args:
+        p: (..., d, d) symmetric positive semi-definite matrices.
+        q: (..., d, d) symmetric positive definite matrices.
+        method: how the logs are computed, `"eigh"` or `"taylor"`.
+        order: number of series terms for `"taylor"`.
+
+    Returns:
+        (...) tensor: one divergence per pair.
+
+    Raises:
+        ValueError: `p` or `q` is not square, or their matrix sizes differ.
+    """
     _check_pair(p, q)
     p, q = full_precision(p), full_precision(q)
     return -matrix_entropy(p, method, order) - _trace_p_log_q(p, q, method, order) - _trace(p) + _trace(q)
@@ -176,9 +268,29 @@ def _check_pair(p: Tensor, q: Tensor) -> None:
 
 @_no_autocast
 def effective_rank(m: Tensor, eps: float = 1e-12) -> Tensor:
-    """Effective rank exp(H(p)) with p the normalised singular values of `m` (..., n, k).
+    """Effective rank exp(H(p)), p_i = s_i / Σ_j s_j over the singular values s of `m` (Roy & Vetterli).
 
-    For a PSD covariance the singular values are its eigenvalues. Ranges from 1 (rank one) to min(n, k).
+    It ranges from 1 (rank one) to min(n, k) (all singular values equal). Which matrix you pass matters:
+
+    - `effective_rank(covariance(z))`, the covariance of embeddings `z` (B, d): p comes from its
+      eigenvalues, the variances along the principal axes. This is the effective rank this project reports
+      (training monitor, `matrixssl rank`, benchmark tables); pass this unless you want RankMe.
+    - `effective_rank(z)`, the embeddings themselves: p comes from the singular values of `z`, uncentred,
+      as RankMe (Garrido et al., 2023) does. The covariance's eigenvalues are the squared singular values
+      of the centred `z` (over B), and squaring concentrates a spectrum, so the covariance's effective rank
+      is never above the centred embeddings' and is often far below it.
+
+    Compare only numbers computed the same way.
+
+    Args:
+        m: (..., n, k) matrices: a covariance (d, d) or embeddings (B, d).
+        eps: floor of the singular-value sum, so that an all-zero matrix gives 1 rather than NaN.
+
+    Returns:
+        (...) tensor: one effective rank per matrix.
+
+    Raises:
+        ValueError: `m` has fewer than two dimensions.
     """
     if m.dim() < 2:
         raise ValueError(f"effective_rank needs a (batch of) matrices, got shape {tuple(m.shape)}")
@@ -188,15 +300,33 @@ def effective_rank(m: Tensor, eps: float = 1e-12) -> Tensor:
 
 
 def centred(x: Tensor) -> Tensor:
-    """Rows minus their mean over the batch dimension (-2)."""
+    """Rows minus their mean over the batch dimension (-2).
+
+    Args:
+        x: (..., B, d) embeddings.
+
+    Returns:
+        (..., B, d) tensor whose rows sum to zero.
+    """
     return x - x.mean(dim=-2, keepdim=True)
 
 
 @_no_autocast
 def cross_covariance(a: Tensor, b: Tensor) -> Tensor:
-    """Centred cross-covariance (1/B) (a - mean a)ᵀ (b - mean b) of (..., B, d_a) and (..., B, d_b).
+    """Centred cross-covariance C(a, b) = (1/B) (a - ā)ᵀ (b - b̄), ā the mean row of `a`.
 
-    The mean is subtracted directly: the B x B centering matrix of the textbook formula costs O(B² d).
+    The normalisation is 1/B (the biased estimate, as in the Matrix-SSL paper). The mean is subtracted
+    directly: the B x B centering matrix of the textbook formula costs O(B² d).
+
+    Args:
+        a: (..., B, d_a) embeddings, one row per sample.
+        b: (..., B, d_b) embeddings of the same B samples.
+
+    Returns:
+        (..., d_a, d_b) tensor, float32 or float64.
+
+    Raises:
+        ValueError: the inputs are not (..., B, d) with the same leading shape.
     """
     if a.dim() < 2 or a.shape[:-1] != b.shape[:-1]:
         raise ValueError(
@@ -207,15 +337,33 @@ def cross_covariance(a: Tensor, b: Tensor) -> Tensor:
 
 
 def covariance(z: Tensor) -> Tensor:
-    """Centred covariance (1/B) (z - mean z)ᵀ (z - mean z) of (..., B, d) embeddings."""
+    """Centred covariance C(z) = (1/B) (z - z̄)ᵀ (z - z̄) of a batch of embeddings.
+
+    Args:
+        z: (..., B, d) embeddings, one row per sample.
+
+    Returns:
+        (..., d, d) symmetric positive semi-definite tensor, float32 or float64.
+    """
     return cross_covariance(z, z)
 
 
 def taylor_log_coefficients(order: int, shift: float) -> list[float]:
-    """Coefficients a_0..a_n with Σ_k (-1)^{k+1} (shift·I + N)^k / k = Σ_j a_j N^j, k = 1..order.
+    """Coefficients a_0..a_n with Σ_{k=1..n} (-1)^{k+1} (shift·I + N)^k / k = Σ_{j=0..n} a_j N^j.
 
     Re-expanding the truncated series of log(I + X), X = shift·I + N, in powers of N lets the losses work
-    with traces of powers of N alone (N a covariance that may be formed in the smaller B x B space).
+    with traces of powers of N alone (N a covariance that may be formed in the smaller B x B space). With
+    `shift = ridge - 1` this is the series of log(N + ridge·I).
+
+    Args:
+        order: n, the number of series terms (a positive integer).
+        shift: the multiple of I taken out of X.
+
+    Returns:
+        The n + 1 coefficients a_0, ..., a_n as floats.
+
+    Raises:
+        ValueError: `order` is not a positive integer.
     """
     coefficients = [0.0] * (_check_order(order) + 1)
     for k in range(1, order + 1):
@@ -226,9 +374,17 @@ def taylor_log_coefficients(order: int, shift: float) -> list[float]:
 
 
 def trace_powers(k: Tensor, order: int) -> list[Tensor]:
-    """[tr K, tr K², ..., tr K^order] for a square (..., n, n) K with ceil(order/2) - 1 matrix products.
+    """Traces of the first powers of a matrix: [tr K, tr K², ..., tr K^order].
 
-    Uses tr(K^{a+b}) = <(K^a)ᵀ, K^b>, so only powers up to half the order are ever formed.
+    Uses tr(K^{a+b}) = <(K^a)ᵀ, K^b>, so only powers up to half the order are formed: ceil(order/2) - 1
+    matrix products instead of order - 1.
+
+    Args:
+        k: (..., n, n) square matrices.
+        order: the highest power (a positive integer).
+
+    Returns:
+        `order` tensors of shape (...), the j-th holding tr K^j.
     """
     powers = [k]
     while 2 * len(powers) < order:

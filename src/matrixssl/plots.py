@@ -52,25 +52,44 @@ def read_epoch_curves(*metrics_csvs: Path) -> dict[str, list[tuple[int, float]]]
     return {key: sorted(values.items()) for key, values in series.items()}
 
 
+# Panels of the training figure: (title, [(logged key, legend label), ...]).
+TRAINING_PANELS = (
+    ("loss", [("train/loss_epoch", "training loss (epoch mean)")]),
+    (
+        "online probe top-1 (%)",
+        [("val/probe_top1", "test accuracy"), ("train/probe_top1", "training accuracy (epoch mean)")],
+    ),
+    ("effective rank", [("train/effective_rank", "embeddings (teacher's where there is one)")]),
+)
+
+
 def plot_training_curves(metrics_csvs: Sequence[Path], out: Path) -> Path:
-    """Loss, online-probe accuracy and effective rank against epoch, side by side."""
+    """Loss, online-probe accuracy (on the test split and on the training batches) and effective rank against
+    epoch, side by side; a panel without logged values says so."""
     curves = read_epoch_curves(*metrics_csvs)
-    panels = [
-        ("loss", ["train/loss_epoch"]),
-        ("online probe top-1 (%)", ["val/probe_top1", "train/probe_top1"]),
-        ("effective rank", ["train/effective_rank"]),
-    ]
     plt = pyplot()
-    figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
-    for axis, (title, keys) in zip(axes, panels):
-        for key in keys:
+    from matplotlib.ticker import MaxNLocator
+
+    figure, axes = plt.subplots(1, len(TRAINING_PANELS), figsize=(4 * len(TRAINING_PANELS), 3.2))
+    for axis, (title, series) in zip(axes, TRAINING_PANELS):
+        for key, label in series:
             if key in curves:
                 epochs, values = zip(*curves[key])
-                axis.plot(epochs, values, marker="o", label=key)
+                axis.plot([e + 1 for e in epochs], values, marker="o", label=label)  # counted from 1
         axis.set_title(title)
         axis.set_xlabel("epoch")
-        axis.legend(fontsize=7)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        legend(axis, empty="not logged in this run")
     return save_figure(plt, figure, out)
+
+
+def legend(axis: Any, empty: str = "nothing to show", **options: Any) -> None:
+    """The axis's legend, or, when nothing on it has a label, `empty` written in its middle (matplotlib would
+    warn and draw an empty box)."""
+    if axis.get_legend_handles_labels()[0]:
+        axis.legend(**{"fontsize": 7, **options})
+    else:
+        axis.text(0.5, 0.5, empty, ha="center", va="center", transform=axis.transAxes, color="grey")
 
 
 def covariance_spectrum(features: Tensor) -> Tensor:
@@ -88,22 +107,30 @@ def plot_spectra(spectra: Mapping[str, Tensor], out: Path, title: str = "covaria
     axis.set_xlabel("index")
     axis.set_ylabel("normalised eigenvalue")
     axis.set_title(title)
-    axis.legend(fontsize=8)
+    legend(axis, fontsize=8)
     return save_figure(plt, figure, out)
 
 
-def plot_embedding_map(points: Tensor, labels: Tensor, out: Path, title: str = "embedding map") -> Path:
-    """(N, 2) points as a scatter plot coloured by class; a legend when there are at most 20 classes."""
+def plot_embedding_map(
+    points: Tensor,
+    labels: Tensor,
+    out: Path,
+    title: str = "embedding map",
+    class_names: Sequence[str] | None = None,
+) -> Path:
+    """(N, 2) points as a scatter plot coloured by class; a legend, with `class_names` when given (else the
+    class indices), when there are at most 20 classes."""
     plt = pyplot()
     classes = labels.unique().tolist()
     colours = plt.get_cmap("tab10" if len(classes) <= 10 else "turbo", len(classes))
     figure, axis = plt.subplots(figsize=(5, 4.5))
     for i, label in enumerate(classes):
         chosen = labels == label
-        axis.scatter(*points[chosen].T.numpy(), s=4, alpha=0.7, color=colours(i), label=str(label))
+        name = class_names[label] if class_names is not None and 0 <= label < len(class_names) else str(label)
+        axis.scatter(*points[chosen].T.numpy(), s=4, alpha=0.7, color=colours(i), label=name)
     axis.set_title(title)
     axis.set_xticks([])
     axis.set_yticks([])
     if len(classes) <= 20:
-        axis.legend(fontsize=7, markerscale=3, loc="best", title="class")
+        legend(axis, markerscale=3, loc="best", title="class")
     return save_figure(plt, figure, out)

@@ -6,22 +6,31 @@ continues from `last.ckpt` with the optimiser, schedules, teacher and epoch coun
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import logging
+import os
+import signal
+import sys
+import threading
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader
 
-from matrixssl.config import Config, read_yaml, to_dict, to_yaml
+from matrixssl.config import Config, flatten, read_yaml, to_dict, to_yaml
 from matrixssl.data import ImageDataset, splits_for
 from matrixssl.errors import MatrixSSLError
-from matrixssl.eval.checkpoint import mismatched_keys
+from matrixssl.eval.checkpoint import mismatched_keys, not_a_checkpoint
 from matrixssl.eval.features import extract_features
 from matrixssl.eval.report import evaluate_features
 from matrixssl.methods import SSLMethod, build_method, check_method
@@ -44,17 +53,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def _device_count(config: Config) -> int:
+    """Processes per node: a count, "auto" or -1 (every GPU, else one CPU process), or a list of indices."""
     devices = config.trainer.devices
-    if devices == "auto":
-        return (
-            torch.cuda.device_count()
-            if config.trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-            else 1
-        )
-    try:
-        return int(devices)
-    except ValueError:
-        return len([d for d in devices.split(",") if d.strip()])
+    if devices in ("auto", -1):
+        return torch.cuda.device_count() if _uses_gpu(config) and torch.cuda.is_available() else 1
+    if isinstance(devices, int):
+        return devices
+    return len([d for d in devices.split(",") if d.strip()])
 
 
 def _uses_gpu(config: Config) -> bool:
@@ -73,6 +78,12 @@ def checkpoint_dir(config: Config) -> Path:
 
 def _check_resumable(path: Path, model: SSLMethod) -> None:
     """One clear error for a corrupt checkpoint or one written by a different configuration."""
+    problem = not_a_checkpoint(path)
+    if problem:
+        raise MatrixSSLError(
+            f"{path} {problem}; delete it to start over, or restore an epoch checkpoint from {path.parent} as "
+            "last.ckpt"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         weights = state["state_dict"]
@@ -103,6 +114,7 @@ CHANGEABLE_ON_RESUME = (
     "trainer.max_epochs",
     "trainer.progress_bar",
     "trainer.log_every_n_steps",
+    "trainer.logger",
     "trainer.checkpoint_every_n_epochs",
     "eval.",
 )
@@ -120,8 +132,8 @@ def _check_same_settings(saved: Path, config: Config) -> None:
         raise MatrixSSLError(
             f"{saved} is not a config written by matrixssl; restore it or use another output_dir"
         )
-    before = _flatten(values)
-    now = _flatten(to_dict(config))
+    before = flatten(values)
+    now = flatten(to_dict(config))
     relevant = [key for key in sorted(set(before) | set(now)) if not key.startswith(CHANGEABLE_ON_RESUME)]
     # A key the run's file lacks was added to matrixssl after the run: its value then is unknown, and loading
     # the file would fill in today's default, so resuming "with its own settings" is impossible too.
@@ -144,23 +156,18 @@ def _check_same_settings(saved: Path, config: Config) -> None:
         )
 
 
-def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def pretrain(config: Config, resume: bool = False) -> dict[str, Any]:
-    """Pretrain, evaluate the backbone (linear probe, kNN, effective rank) and write metrics.json."""
+    """Pretrain, evaluate the backbone (linear probe, kNN, effective rank) and write metrics.json.
+
+    Ctrl-C raises KeyboardInterrupt (Lightning would exit with status 1); the checkpoints written so far stay.
+    """
     started = time.perf_counter()
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)  # Lightning's: it also seeds workers
     output, last = Path(config.output_dir), checkpoint_dir(config) / "last.ckpt"
     _check_output(output, last, resume)
     check_method(config)  # before the data is read: a typo in the method name fails at once
+    if config.trainer.logger == "wandb":
+        _import_wandb()  # likewise a logger that is not installed
     pretrain_set, labelled, test = splits_for(config.data)
     devices = _device_count(config) * config.trainer.num_nodes
     check_divisible(config.data.batch_size, devices)
@@ -168,11 +175,8 @@ def pretrain(config: Config, resume: bool = False) -> dict[str, Any]:
         raise MatrixSSLError(
             f"the training set has {len(pretrain_set)} images, fewer than data.batch_size={config.data.batch_size}"
         )
-    model = build_method(
-        config,
-        info=pretrain_set.info,
-        steps_per_epoch=steps_per_epoch(len(pretrain_set), config.data.batch_size, devices),
-    )
+    steps = steps_per_epoch(len(pretrain_set), config.data.batch_size, devices)
+    model = build_method(config, info=pretrain_set.info, steps_per_epoch=steps)
     if resume:
         _check_same_settings(output / "config.yaml", config)
         _check_resumable(last, model)
@@ -188,14 +192,109 @@ def pretrain(config: Config, resume: bool = False) -> dict[str, Any]:
         persistent_workers=workers > 0,
     )
     val_loader = DataLoader(test, batch_size=max(per_device, 256), num_workers=workers)
-    trainer = _trainer(config, devices)
-    trainer.fit(model, train_loader, val_loader, ckpt_path=str(last) if resume else None)
+    with _quiet_lightning():
+        trainer = _trainer(config, devices, steps)
+        if trainer.is_global_zero:
+            hardware = type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()
+            print(
+                f"{'resuming' if resume else 'pretraining'} {config.loss.method} on {config.data.name} "
+                f"({len(pretrain_set)} images): {plural(config.trainer.max_epochs, 'epoch')} of {steps} steps, "
+                f"batch {config.data.batch_size}, {hardware} x {devices}, {training_precision(config)} -> {output}",
+                flush=True,
+            )
+        _fit(trainer, model, train_loader, val_loader, last if resume else None)
     if not trainer.is_global_zero:
         return {}
     metrics = _evaluate(model, trainer, config, labelled, test)
     metrics.update({"wall_time_s": round(time.perf_counter() - started, 1), "checkpoint": str(last)})
     write_json(output / "metrics.json", metrics)
     return metrics
+
+
+def _fit(
+    trainer: L.Trainer,
+    model: SSLMethod,
+    train: DataLoader[Any],
+    val: DataLoader[Any],
+    resume_from: Path | None,
+) -> None:
+    """`trainer.fit`, with Ctrl-C raised as KeyboardInterrupt: Lightning turns it into exit status 1 after its
+    graceful shutdown and leaves SIGINT ignored."""
+    main_thread = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGINT) if main_thread else None
+    try:
+        trainer.fit(model, train, val, ckpt_path=str(resume_from) if resume_from else None)
+    except SystemExit:
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, handler)
+
+
+@contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Lightning's info lines (hardware summary, tips about its cloud products) and warnings that are about
+    Lightning or torch rather than this run are not shown; its other warnings are."""
+    log = logging.getLogger("lightning.pytorch")
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            for message in QUIET_WARNINGS:
+                warnings.filterwarnings("ignore", message=message)
+            yield
+    finally:
+        log.setLevel(level)
+
+
+# Warnings a user can do nothing about: torch deprecating a class Lightning uses, Lightning's advice for
+# data loaders that the batched on-device augmentation does not need, and the checkpoint folder of a resumed run.
+QUIET_WARNINGS = (
+    r".*LeafSpec.*is deprecated",
+    r".*does not have many workers",
+    r"Checkpoint directory .* exists and is not empty",
+)
+
+
+class EpochLines(Callback):
+    """One line per finished epoch (loss, online-probe test accuracy, effective rank, time so far): instead of a
+    progress bar where stdout is not a terminal (a log file, `nohup`, CI)."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        logged = trainer.callback_metrics
+        parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"]
+        parts += [shown.format(float(logged[key])) for key, shown in EPOCH_LINE if key in logged]
+        parts.append(format_duration(time.perf_counter() - self.started))
+        print(", ".join(parts), flush=True)
+
+
+# (logged key, how it is shown) in the per-epoch line.
+EPOCH_LINE = (
+    ("train/loss_epoch", "loss {:.4f}"),
+    ("val/probe_top1", "online probe test top-1 {:.2f} %"),
+    ("train/effective_rank", "embedding effective rank {:.1f}"),
+)
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def format_duration(seconds: float) -> str:
+    """A duration as people read it: 42 s, 3 min 05 s, 1 h 02 min."""
+    whole = int(round(seconds))
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
 
 
 def _check_output(output: Path, last: Path, resume: bool) -> None:
@@ -208,9 +307,10 @@ def _check_output(output: Path, last: Path, resume: bool) -> None:
         )
 
 
-def _trainer(config: Config, devices: int) -> L.Trainer:
-    """Lightning's Trainer with the run's hardware, precision, atomic checkpoints and loggers."""
-    t, output = config.trainer, Path(config.output_dir)
+def _trainer(config: Config, devices: int, steps: int) -> L.Trainer:
+    """Lightning's Trainer with the run's hardware, precision, atomic checkpoints and loggers; a progress bar
+    only on a terminal, else one line per epoch."""
+    t = config.trainer
     checkpoints = ModelCheckpoint(
         dirpath=checkpoint_dir(config),
         filename="epoch={epoch}",
@@ -219,6 +319,7 @@ def _trainer(config: Config, devices: int) -> L.Trainer:
         save_top_k=-1,
         save_last=True,
     )
+    progress_bar = t.progress_bar and sys.stdout.isatty()
     return L.Trainer(
         max_epochs=t.max_epochs,
         accelerator=t.accelerator,
@@ -227,14 +328,15 @@ def _trainer(config: Config, devices: int) -> L.Trainer:
         strategy=("ddp" if devices > 1 else "auto") if t.strategy == "auto" else t.strategy,
         sync_batchnorm=devices > 1 and _uses_gpu(config),  # PyTorch has no SyncBatchNorm on CPU
         precision=training_precision(config),  # type: ignore[arg-type]
-        callbacks=[checkpoints],
-        logger=_loggers(output),
+        callbacks=[checkpoints] if progress_bar else [checkpoints, EpochLines()],
+        logger=_loggers(config),
         plugins=[AtomicCheckpointIO()],
-        log_every_n_steps=t.log_every_n_steps,
-        enable_progress_bar=t.progress_bar,
+        # An epoch shorter than the interval would log no step at all (and Lightning would warn about it).
+        log_every_n_steps=max(1, min(t.log_every_n_steps, steps)),
+        enable_progress_bar=progress_bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        default_root_dir=output,
+        default_root_dir=config.output_dir,
     )
 
 
@@ -278,12 +380,40 @@ def log_histories(output: Path) -> list[Path]:
     return sorted(versions, key=lambda path: int(path.parent.name.removeprefix("version_")))
 
 
-def _loggers(output: Path) -> list[Logger]:
-    """CSV (read back for the plots) and, when tensorboard is installed, TensorBoard."""
+def _loggers(config: Config) -> list[Logger]:
+    """CSV (read back for the plots), then what `trainer.logger` asks for: TensorBoard (when tensorboard is
+    installed), Weights & Biases, or nothing else (csv)."""
+    output = Path(config.output_dir)
     loggers: list[Logger] = [CSVLogger(output, name="logs")]
-    if importlib.util.find_spec("tensorboard") is not None:
+    if config.trainer.logger == "tensorboard" and importlib.util.find_spec("tensorboard") is not None:
         loggers.append(TensorBoardLogger(output, name="tensorboard", default_hp_metric=False))
+    elif config.trainer.logger == "wandb":
+        loggers.append(_wandb_logger(config))
     return loggers
+
+
+def _wandb_logger(config: Config) -> Logger:
+    """Weights & Biases, imported only when asked for. It logs offline into output_dir/wandb (`wandb sync`
+    uploads a run later) unless the user set WANDB_MODE: nothing reaches the network unasked."""
+    _import_wandb()
+    from lightning.pytorch.loggers import WandbLogger
+
+    os.environ.setdefault("WANDB_MODE", "offline")
+    output = Path(config.output_dir)
+    return WandbLogger(
+        name=output.resolve().name,
+        save_dir=str(output),
+        project=os.environ.get("WANDB_PROJECT", "matrixssl"),
+    )
+
+
+def _import_wandb() -> None:
+    try:
+        importlib.import_module("wandb")
+    except ImportError:
+        raise MatrixSSLError(
+            "trainer.logger=wandb needs the wandb package: pip install wandb (or choose trainer.logger=tensorboard)"
+        ) from None
 
 
 def _last_logged(trainer: L.Trainer, key: str) -> float | None:

@@ -18,9 +18,12 @@ import pytest
 import torch
 from conftest import TINY, mnist_like, override, write_idx_split
 
+import matrixssl.data
 import matrixssl.eval.features as features_module
+import matrixssl.plots
 from matrixssl.cli import main
 from matrixssl.eval.checkpoint import load_pretrained
+from matrixssl.eval.commands import LARS_LR
 from matrixssl.eval.features import extract_features
 from matrixssl.eval.knn import knn_accuracy
 from matrixssl.functional import covariance, effective_rank
@@ -82,16 +85,17 @@ def extractions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def test_linear_probe_caches_features_until_the_checkpoint_changes(
     checkpoint: Path, extractions: list[int], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    output = checkpoint.parent.parent / "eval" / "linear"  # the default folder
+    folder = checkpoint.parent.parent / "eval" / "linear"  # the default folder
+    output = folder / "sgd_epochs3"  # the settings that differ from the defaults name the result's folder
     code, out, _ = run(capsys, "linear", checkpoint, "--epochs", 3)
-    assert code == 0 and "linear_top1" in out
+    assert code == 0 and "linear_top1" in out and f"-> {output / 'metrics.json'}" in out
     first = metrics_of(output)
     assert first["features_from_cache"] is False and len(extractions) == 2
     assert 0 <= first["linear_top1"] <= 100 and 0 <= first["linear_train_top1"] <= 100
     assert (first["feature_dim"], first["train_images"], first["test_images"]) == (64, 64, 32)
     assert (first["optimizer"], first["lr"], first["epochs"], first["augment"]) == ("sgd", 0.1, 3, False)
     assert first["command"] == "linear" and first["method"] == "matrix_ssl" and first["checkpoint_step"] == 4
-    cache = output / "features.pt"
+    cache = folder / "features.pt"  # shared by every setting
     written = cache.stat().st_mtime_ns
 
     assert run(capsys, "linear", checkpoint, "--epochs", 3)[0] == 0
@@ -110,10 +114,23 @@ def test_linear_probe_with_augmentation_and_lars(
 ) -> None:
     argv = ["linear", checkpoint, "--augment", "--optimizer", "lars", "--epochs", 2, "--output", tmp_path]
     assert run(capsys, *argv)[0] == 0
-    metrics = metrics_of(tmp_path)
+    metrics = metrics_of(tmp_path / "lars_augment")  # 2 epochs: the checkpoint's eval.linear_epochs
     assert metrics["augment"] is True and metrics["optimizer"] == "lars"
-    assert metrics["lr"] == pytest.approx(0.03)  # 0.03 x 256 / 256, the MEC recipe's rule
+    assert metrics["lr"] == pytest.approx(LARS_LR)
     assert 0 <= metrics["linear_top1"] <= 100
+
+
+def test_each_linear_setting_keeps_its_own_result(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for argv in ([], ["--optimizer", "lars"], ["--optimizer", "lars", "--lr", 0.5, "--batch-size", 32]):
+        assert run(capsys, "linear", checkpoint, "--output", tmp_path, *argv)[0] == 0
+    results = {path.parent.name: json.loads(path.read_text()) for path in tmp_path.glob("*/metrics.json")}
+    assert sorted(results) == ["lars", "lars_lr0.5_batch32", "sgd"]
+    assert [results[name]["optimizer"] for name in sorted(results)] == ["lars", "lars", "sgd"]
+    assert results["lars"]["lr"] == pytest.approx(LARS_LR) and results["sgd"]["lr"] == pytest.approx(0.1)
+    assert results["lars_lr0.5_batch32"]["batch_size"] == 32
+    assert [path.name for path in tmp_path.glob("*.pt")] == ["features.pt"]  # one cache for all of them
 
 
 def test_knn_equals_the_library_on_the_same_features(
@@ -121,7 +138,7 @@ def test_knn_equals_the_library_on_the_same_features(
 ) -> None:
     code, out, _ = run(capsys, "knn", checkpoint, "--output", tmp_path)
     assert code == 0 and "knn_top1_k200" in out
-    metrics = metrics_of(tmp_path)
+    metrics = metrics_of(tmp_path / "k20_k200")
     features = frozen_features(checkpoint)
     for k in (20, 200):
         expected = knn_accuracy(*features["train"], *features["test"], k=k, temperature=0.07)
@@ -134,7 +151,7 @@ def test_finetune_on_a_class_balanced_subset(
 ) -> None:
     argv = ["finetune", checkpoint, "--fraction", 0.1, "--epochs", 2, "--output", tmp_path]
     assert run(capsys, *argv)[0] == 0
-    metrics = metrics_of(tmp_path)
+    metrics = metrics_of(tmp_path / "fraction0.1_epochs2")
     # 64 images of 10 classes: round(0.1 * 64 / 10) = 1 image from each class.
     assert metrics["labelled_images"] == 10 and metrics["images_per_class"] == 1
     assert 0 <= metrics["finetune_top1"] <= 100 and metrics["test_images"] == 32
@@ -156,6 +173,25 @@ def test_rank_reports_ranks_and_draws_the_pictures(
     assert metrics["embedding_map_method"] == "pca"  # umap-learn is not installed here
     for picture in ("spectrum.png", "embedding_map.png"):
         assert (tmp_path / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_embedding_maps_legend_names_the_classes(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = tuple(f"class {chr(ord('A') + i)}" for i in range(10))
+    monkeypatch.setattr(matrixssl.data, "class_names", lambda dataset: names, raising=False)
+    legends: dict[str, list[str]] = {}
+    real_save = matrixssl.plots.save_figure
+
+    def recording(plt: Any, figure: Any, out: Path) -> Path:
+        shown = [axis.get_legend() for axis in figure.axes if axis.get_legend() is not None]
+        legends[out.name] = [text.get_text() for legend in shown for text in legend.get_texts()]
+        return real_save(plt, figure, out)
+
+    monkeypatch.setattr(matrixssl.plots, "save_figure", recording)
+    assert run(capsys, "rank", checkpoint, "--output", tmp_path)[0] == 0
+    labels = set(matrixssl.data.splits_for(load_pretrained(checkpoint).config.data)[2].labels.tolist())
+    assert legends["embedding_map.png"] == [names[label] for label in sorted(labels)]
 
 
 def test_export_writes_the_checkpoints_backbone(
@@ -188,11 +224,14 @@ def test_bad_input_exits_2_with_one_line(
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {"fc.weight": torch.zeros(2, 2)}}, foreign)
     missing = tmp_path / "missing.ckpt"
+    text = tmp_path / "notes.txt"
+    text.write_text("epoch 5: loss 1.2\n")
     out = ["--output", tmp_path / "out"]
     cases = [
         (["knn", missing, *out], "does not exist"),
         (["export", missing, tmp_path / "x.pth"], "does not exist"),
         (["linear", truncated, *out], "is corrupt or unreadable"),
+        (["linear", text, *out], f"{text} is a text file, not a checkpoint; pass a checkpoint written by"),
         (["rank", foreign, *out], "is not a matrixssl pretraining checkpoint"),
         (["finetune", checkpoint, "--fraction", 0, *out], "--fraction must be in (0, 1]"),
         (["finetune", checkpoint, "--fraction", 1.5, *out], "--fraction must be in (0, 1]"),
@@ -215,3 +254,19 @@ def test_bad_input_exits_2_with_one_line(
         code, _, err = run(capsys, *argv)
         assert code == 2, argv
         assert message in err and "Traceback" not in err and err.count("\n") == 1, err
+
+
+def test_a_checkpoint_with_other_augmentation_state_still_evaluates(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Older versions kept kornia's parameter buffers in the views' state: settings rebuilt from the config,
+    # not weights, so evaluation ignores them rather than refusing the checkpoint.
+    state = torch.load(checkpoint, weights_only=True)
+    state["state_dict"]["views.branches.1.2._param_generator.thresholds"] = torch.zeros(2)
+    older = tmp_path / "older.ckpt"
+    torch.save(state, older)
+    assert run(capsys, "knn", older, "--output", tmp_path / "out")[0] == 0
+    state["state_dict"]["backbone.extra.weight"] = torch.zeros(2)  # a weight that does not fit still does not
+    torch.save(state, older)
+    code, _, err = run(capsys, "knn", older, "--output", tmp_path / "out")
+    assert code == 2 and "backbone.extra.weight" in err and "another version of matrixssl" in err

@@ -17,14 +17,14 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from matrixssl.config import load_config
 from matrixssl.data import DatasetInfo
-from matrixssl.methods.matrix_ssl import MatrixSSL
+from matrixssl.methods import METHODS, SSLMethod
 
 GLOBAL_BATCH = 16
 
 
-class DeterministicMatrixSSL(MatrixSSL):
-    """The views are the clean image and its mirror image (plus, with local views, the clean image at half
-    size), so both runs see identical inputs."""
+class DeterministicViews(SSLMethod):
+    """Mixed into a method: the views are the clean image and its mirror image (plus, with local views, the
+    clean image at half size), so both runs see identical inputs."""
 
     record_dir = ""
 
@@ -45,7 +45,17 @@ class DeterministicMatrixSSL(MatrixSSL):
         return terms
 
 
-def first_step_loss(tmp_path: Path, devices: int, local_views: int) -> list[float]:
+# One importable subclass per method (the spawned processes unpickle the model by its class's name).
+DETERMINISTIC = {
+    name: type(f"Deterministic_{name}", (DeterministicViews, method), {"__module__": __name__})
+    for name, method in METHODS.items()
+}
+globals().update({cls.__name__: cls for cls in DETERMINISTIC.values()})
+
+
+def first_step_loss(
+    tmp_path: Path, devices: int, local_views: int, method: str = "matrix_ssl"
+) -> list[float]:
     record = tmp_path / f"devices{devices}"
     record.mkdir()
     config = load_config(
@@ -57,11 +67,12 @@ def first_step_loss(tmp_path: Path, devices: int, local_views: int) -> list[floa
             "model.projector_dim=16",
             "model.predictor_hidden_dim=8",
             f"data.local_views={local_views}",
+            f"loss.method={method}",
         ],
     )
     torch.manual_seed(0)
     info = DatasetInfo("fashion-mnist", 1, 28, 10, (0.286,), (0.353,))
-    model = DeterministicMatrixSSL(config, info=info, steps_per_epoch=1)
+    model = DETERMINISTIC[method](config, info=info, steps_per_epoch=1)
     model.record_dir = str(record)
     generator = torch.Generator().manual_seed(1)
     images = torch.randint(0, 256, (GLOBAL_BATCH, 1, 28, 28), dtype=torch.uint8, generator=generator)
@@ -87,5 +98,14 @@ def first_step_loss(tmp_path: Path, devices: int, local_views: int) -> list[floa
 def test_two_process_ddp_first_step_equals_one_process(tmp_path: Path, local_views: int) -> None:
     single = first_step_loss(tmp_path, devices=1, local_views=local_views)
     double = first_step_loss(tmp_path, devices=2, local_views=local_views)
+    assert double[0] == pytest.approx(double[1], rel=1e-6)
+    assert double[0] == pytest.approx(single[0], rel=1e-5)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("method", sorted(set(METHODS) - {"matrix_ssl"}))
+def test_every_method_with_a_local_view_gathers_like_one_process(tmp_path: Path, method: str) -> None:
+    single = first_step_loss(tmp_path, devices=1, local_views=1, method=method)
+    double = first_step_loss(tmp_path, devices=2, local_views=1, method=method)
     assert double[0] == pytest.approx(double[1], rel=1e-6)
     assert double[0] == pytest.approx(single[0], rel=1e-5)

@@ -138,13 +138,18 @@ def test_unknown_keys_and_methods_are_refused() -> None:
         check_method(load_config(None, ["loss.method=nope"]))
 
 
-def test_local_views_only_for_methods_whose_loss_takes_them() -> None:
+def test_local_views_only_for_methods_whose_loss_takes_them(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_config(None, []).data.local_views == 0  # every method runs from the defaults
-    check_method(load_config(None, ["data.local_views=2"]))
+    check_method(load_config(None, ["data.local_views=2", "loss.method=simclr"]))
+
+    class TwoViewsOnly(METHODS["simclr"]):  # type: ignore[valid-type, misc]
+        supports_local_views = False
+
+    monkeypatch.setitem(METHODS, "two_views_only", TwoViewsOnly)
     with pytest.raises(
-        MatrixSSLError, match="data.local_views .multi-crop. is implemented for matrix_ssl, not simclr"
+        MatrixSSLError, match="data.local_views .multi-crop. is implemented for .*, not two_views_only"
     ):
-        check_method(load_config(None, ["data.local_views=2", "loss.method=simclr"]))
+        check_method(load_config(None, ["data.local_views=2", "loss.method=two_views_only"]))
 
 
 def test_a_method_must_declare_whether_it_uses_a_teacher() -> None:
@@ -243,3 +248,59 @@ def test_distributed_switch_reaches_the_loss(method: str, monkeypatch: pytest.Mo
     monkeypatch.setattr("matrixssl.methods.base.world_size", lambda: 2)
     model.setup("fit")
     assert model.loss_fn.gather_distributed is True
+
+
+def _embeddings(views: int, seed: int = 0) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(12, 16, generator=generator, dtype=torch.float64) for _ in range(views)]
+
+
+@pytest.mark.parametrize("method", ["byol", "simsiam", "mec"])
+def test_predicting_methods_take_local_views_as_extra_directions(method: str) -> None:
+    """Two views: exactly the method's symmetric two-view loss. More: the mean over every (view, other global
+    view's target) direction, each direction written out by hand."""
+    model = build(method).double().eval()
+    online, teacher = _embeddings(4), _embeddings(2, seed=1)
+    p = [model.predictor(z) for z in online]
+    targets = teacher if method != "simsiam" else online
+    two = model.loss_from_views(online[:2], teacher)["loss"]
+    kwargs = {"lambda_scale": lambda_scale(0, model.lambda_warmup_steps)} if method == "mec" else {}
+    torch.testing.assert_close(two, model.loss_fn(p[0], p[1], targets[0], targets[1], **kwargs))
+
+    def one_direction(v: int, t: int) -> torch.Tensor:
+        if method == "mec":
+            return model.loss_fn(p[v], p[v], targets[t], targets[t], **kwargs)
+        cosine = F.cosine_similarity(p[v], targets[t], dim=1).mean()
+        return 4 - 4 * cosine if method == "byol" else -cosine
+
+    pairs = [(0, 1), (1, 0), (2, 0), (2, 1), (3, 0), (3, 1)]
+    expected = torch.stack([one_direction(v, t) for v, t in pairs]).mean()
+    torch.testing.assert_close(model.loss_from_views(online, teacher)["loss"], expected)
+
+
+@pytest.mark.parametrize("method", ["simclr", "barlow_twins", "vicreg"])
+def test_symmetric_methods_pair_each_local_view_with_each_global_view(method: str) -> None:
+    model = build(method).double().eval()
+    online = _embeddings(4)
+    torch.testing.assert_close(
+        model.loss_from_views(online[:2], [])["loss"], model.loss_fn(online[0], online[1])
+    )
+    pairs = [(0, 1), (2, 0), (2, 1), (3, 0), (3, 1)]
+    expected = torch.stack([model.loss_fn(online[a], online[b]) for a, b in pairs]).mean()
+    torch.testing.assert_close(model.loss_from_views(online, [])["loss"], expected)
+
+
+def test_tcr_pulls_every_view_to_the_mean_of_all_views() -> None:
+    model = build("tcr").double().eval()
+    online = _embeddings(4)
+    unit = [F.normalize(z, dim=1) for z in online]
+    mean = sum(unit) / 4
+    invariance = -sum(F.cosine_similarity(z, mean, dim=1).mean() for z in unit) / 4
+    rate = sum(model.loss_fn(z) for z in online) / 4
+    terms = model.loss_from_views(online, [])
+    torch.testing.assert_close(terms["invariance"], invariance)
+    torch.testing.assert_close(terms["loss"], model.invariance_weight * invariance + rate)
+
+
+def test_every_method_takes_local_views() -> None:
+    assert all(cls.supports_local_views for cls in METHODS.values())

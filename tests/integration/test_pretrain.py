@@ -7,17 +7,20 @@ messages, exit codes), not accuracy.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from conftest import TINY, mnist_like, override, write_idx_split
+from lightning.pytorch.loggers import wandb as lightning_wandb
 
 from matrixssl.cli import main
 from matrixssl.config import load_config
@@ -39,9 +42,17 @@ def args(data_dir: Path, output: Path, *extra: str) -> list[str]:
     return ["pretrain", *TINY, f"data.dir={data_dir}", f"output_dir={output}", *extra]
 
 
-def test_pretrain_writes_metrics_checkpoints_and_logs(data_dir: Path, tmp_path: Path, capsys) -> None:
+def test_pretrain_writes_metrics_checkpoints_and_logs(
+    data_dir: Path, tmp_path: Path, capsys, recwarn: pytest.WarningsRecorder
+) -> None:
     output = tmp_path / "run"
-    assert main(args(data_dir, output, "trainer.max_epochs=2")) == 0
+    lightning_log = _Recorder()
+    logging.getLogger("lightning.pytorch").addHandler(lightning_log)
+    try:
+        assert main(args(data_dir, output, "trainer.max_epochs=2")) == 0
+    finally:
+        logging.getLogger("lightning.pytorch").removeHandler(lightning_log)
+    printed = capsys.readouterr().out
     metrics = json.loads((output / "metrics.json").read_text())
     for key in ("linear_top1", "knn_top1", "checkpoint", "logs", "feature_effective_rank"):
         assert key in metrics
@@ -50,9 +61,32 @@ def test_pretrain_writes_metrics_checkpoints_and_logs(data_dir: Path, tmp_path: 
     assert (output / "checkpoints" / "last.ckpt").exists()
     assert (output / "checkpoints" / "epoch=1.ckpt").exists()
     assert not list((output / "checkpoints").glob(".*.tmp"))
-    assert "linear probe" in capsys.readouterr().out
     logged = (Path(metrics["logs"]) / "metrics.csv").read_text()
     assert "train/loss_epoch" in logged and "train/effective_rank" in logged and "val/probe_top1" in logged
+    # What the user reads: a header, one line per epoch (stdout is not a terminal here), a short summary.
+    lines = printed.splitlines()
+    assert lines[0].startswith("pretraining matrix_ssl on fashion-mnist (64 images): 2 epochs of 4 steps")
+    assert lines[1].startswith("epoch 1/2, loss ") and lines[2].startswith("epoch 2/2, loss ")
+    assert "online probe test top-1" in lines[2] and "effective rank" in lines[2]
+    assert lines[3] == f"matrix_ssl on fashion-mnist, 2 epochs ({metrics['precision']}):"
+    assert f"linear probe, test top-1  {metrics['linear_top1']:.2f} %" in printed
+    assert f"kNN (k=20), test top-1    {metrics['knn_top1']:.2f} %" in printed
+    assert f"metrics                   {output / 'metrics.json'}" in printed
+    assert len(lines) == 12 and "feature_spectrum" not in printed  # not the whole metrics.json
+    # and nothing else: no tips, deprecations, logging-interval or empty-legend warnings.
+    assert not [record.getMessage() for record in lightning_log.records]
+    assert not [str(warning.message) for warning in recwarn], [str(w.message) for w in recwarn]
+
+
+class _Recorder(logging.Handler):
+    """Keeps the records Lightning's loggers let through."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
 
 
 def test_resume_after_kill_neither_repeats_nor_loses_epochs(data_dir: Path, tmp_path: Path) -> None:
@@ -62,11 +96,21 @@ def test_resume_after_kill_neither_repeats_nor_loses_epochs(data_dir: Path, tmp_
     log = tmp_path / "killed_run.log"
     with log.open("w") as stderr:
         process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
-        # last.ckpt is renamed into place after the epoch checkpoint, so once it exists it is complete.
+        # last.ckpt is renamed into place after the epoch checkpoint, so once it exists it is complete. The
+        # epoch's row of the CSV log is written just after it (Lightning logs epoch means after its epoch-end
+        # callbacks): the kill waits for both, as a kill between the two would lose that row from the curves.
         last = output / "checkpoints" / "last.ckpt"
+        log_csv = output / "logs" / "version_0" / "metrics.csv"
+
+        def epoch_done() -> bool:
+            try:
+                return last.exists() and "train/loss_epoch" in read_epoch_curves(log_csv)
+            except (OSError, ValueError):  # not written yet, or caught half-written
+                return False
+
         deadline = time.monotonic() + 240
-        while not last.exists() and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+        while not epoch_done() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
         process.send_signal(signal.SIGKILL)
         process.wait()
     assert last.exists(), f"no checkpoint appeared; the run's stderr ends with:\n{log.read_text()[-2000:]}"
@@ -202,7 +246,12 @@ def test_a_loss_gone_non_finite_between_checks_is_caught_before_the_checkpoint(
 
     monkeypatch.setattr(MatrixSSLLoss, "multi_view_terms", poisoned_from_step_2)
     output = tmp_path / "run"
-    settings = ("trainer.max_epochs=1", "trainer.log_every_n_steps=100", "loss.taylor_order=4", "loss.ridge=1.0")
+    settings = (
+        "trainer.max_epochs=1",
+        "trainer.log_every_n_steps=100",
+        "loss.taylor_order=4",
+        "loss.ridge=1.0",
+    )
     assert main(args(data_dir, output, *settings)) == 2
     err = capsys.readouterr().err
     assert "the loss became non-finite (NaN/Inf) by step 4 (epoch 0" in err and "none yet" in err
@@ -264,3 +313,105 @@ def test_multi_crop_feeds_local_views_to_the_loss(data_dir: Path, tmp_path: Path
     assert main(args(data_dir, output, "trainer.max_epochs=1", "data.local_views=2")) == 0
     assert seen and all(entry == (4, 2, (16, 16)) for entry in seen)  # 2 views + 2 local, 2 teachers
     assert json.loads((output / "metrics.json").read_text())["global_step"] == 64 // 16
+
+
+def test_ctrl_c_exits_130_with_the_command_that_resumes(
+    data_dir: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    real = MatrixSSL.loss_from_views
+    calls = {"n": 0, "interrupt_at": 6}  # epoch 0 has 4 steps: its checkpoint exists at step 6
+
+    def interrupted(self: MatrixSSL, *views: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == calls["interrupt_at"]:
+            raise KeyboardInterrupt
+        return real(self, *views)
+
+    monkeypatch.setattr(MatrixSSL, "loss_from_views", interrupted)
+    output = tmp_path / "run"
+    assert main(args(data_dir, output, "trainer.max_epochs=3")) == 130
+    err = capsys.readouterr().err
+    assert err.endswith(
+        f"matrixssl: interrupted; continue with: matrixssl pretrain {' '.join(TINY)} "
+        f"data.dir={data_dir} output_dir={output} trainer.max_epochs=3 --resume\n"
+    ), err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Lightning's SIG_IGN undone
+    monkeypatch.setattr(MatrixSSL, "loss_from_views", real)
+    assert main(args(data_dir, output, "trainer.max_epochs=3", "--resume")) == 0
+    assert json.loads((output / "metrics.json").read_text())["epochs"] == 3
+
+    calls.update(n=0, interrupt_at=1)
+    monkeypatch.setattr(MatrixSSL, "loss_from_views", interrupted)
+    assert main(args(data_dir, tmp_path / "early", "trainer.max_epochs=1")) == 130
+    assert "interrupted before the first checkpoint; nothing to resume" in capsys.readouterr().err
+
+
+def test_a_text_file_as_last_checkpoint_is_named_as_such(data_dir: Path, tmp_path: Path, capsys) -> None:
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    last.write_text("not a checkpoint\n")
+    assert main(args(data_dir, tmp_path / "run", "--resume")) == 2
+    err = capsys.readouterr().err
+    assert f"{last} is a text file, not a checkpoint" in err and err.count("\n") == 1
+
+
+def _stand_in_wandb(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """A `wandb` module that records what W&B would receive; Lightning's check of the installed package is
+    bypassed, the rest of its WandbLogger is real."""
+    runs: list[Any] = []
+
+    class Run:
+        def __init__(self, **init: Any) -> None:
+            self.init, self.logged, self.hyperparameters = init, [], {}
+            self.id = self.name = "stand-in"
+            self.config = types.SimpleNamespace(
+                update=lambda values, **_: self.hyperparameters.update(values)
+            )
+
+        def log(self, metrics: dict[str, Any]) -> None:
+            self.logged.append(dict(metrics))
+
+        def define_metric(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+    def init(**kwargs: Any) -> Run:
+        runs.append(Run(**kwargs))
+        return runs[-1]
+
+    wandb = types.ModuleType("wandb")
+    wandb.run, wandb.init = None, init  # type: ignore[attr-defined]
+    lib, wandb_run = types.ModuleType("wandb.sdk.lib"), types.ModuleType("wandb.wandb_run")
+    lib.RunDisabled, wandb_run.Run = type("RunDisabled", (), {}), Run  # type: ignore[attr-defined]
+    for name, module in (
+        ("wandb", wandb),
+        ("wandb.sdk", types.ModuleType("wandb.sdk")),
+        ("wandb.sdk.lib", lib),
+        ("wandb.wandb_run", wandb_run),
+    ):
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setattr(lightning_wandb, "_WANDB_AVAILABLE", True)
+    return runs
+
+
+def test_wandb_logger_logs_offline_unless_told_otherwise(data_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    runs = _stand_in_wandb(monkeypatch)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    output = tmp_path / "run"
+    assert main(args(data_dir, output, "trainer.max_epochs=1", "trainer.logger=wandb")) == 0
+    assert os.environ["WANDB_MODE"] == "offline"
+    (run,) = runs
+    assert run.init["dir"] == str(output) and run.init["project"] == "matrixssl"
+    assert run.hyperparameters["config"]["trainer"]["logger"] == "wandb"
+    assert any("train/loss_epoch" in logged for logged in run.logged)
+    assert (output / "logs").is_dir() and not (output / "tensorboard").exists()  # CSV stays, for the plots
+    # A mode the user chose is kept.
+    monkeypatch.setenv("WANDB_MODE", "online")
+    assert main(args(data_dir, tmp_path / "online", "trainer.max_epochs=1", "trainer.logger=wandb")) == 0
+    assert os.environ["WANDB_MODE"] == "online" and len(runs) == 2
+
+
+def test_wandb_logger_not_installed_is_one_line(data_dir: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    assert main(args(data_dir, tmp_path / "run", "trainer.logger=wandb")) == 2
+    err = capsys.readouterr().err
+    assert "trainer.logger=wandb needs the wandb package: pip install wandb" in err and err.count("\n") == 1

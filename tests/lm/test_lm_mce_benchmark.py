@@ -12,12 +12,9 @@ import pytest
 pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
-# The tiny model saved with its byte-level BPE (and the fixtures it is built from), shared with the LM tests.
-from test_lm_train_eval import problems, saved_model, tokenizer  # noqa: E402, F401
-
 from matrixssl.errors import MatrixSSLError  # noqa: E402
 from matrixssl.lm.data import Problem  # noqa: E402
-from matrixssl.lm.train import load_model_and_tokenizer  # noqa: E402
+from matrixssl.lm.model import load_model_and_tokenizer  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -48,7 +45,7 @@ def test_runs_end_to_end(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-    saved_model: Path,  # noqa: F811
+    saved_model: Path,
     top_layers: int | None,
 ) -> None:
     argv = ["--model", str(saved_model), "--n-train", "12", "--n-test", "5", "--seeds", "0", "--steps", "2"]
@@ -117,7 +114,7 @@ def test_page_numbers_over_three_seeds(lm_mce: Any) -> None:
         for loss, correct, seconds in (("ce", ce, 4.0 + 0.2 * seed), ("mce", mce, 5.0 + 0.2 * seed)):
             runs.append(lm_mce.Run(loss, seed, correct / 20, correct, seconds, 0.5, 10.0, ["#### 1"] * 20))
     facts = {"model_file": "m.gguf", "trained": "all", "train": test * 3, "overlap": 0, "tokens": 48.0}
-    facts |= {"answer_tokens": 19.0, "load": 20.0, "wall": 600.0}
+    facts |= {"answer_tokens": 19.0, "load": 20.0, "wall": 600.0, "precision": "32-true"}
     base = {"accuracy": 0.1, "correct": 2, "seconds": 8.0, "predictions": [{"output": "a\nb"}] * 20}
     text = lm_mce.markdown(args, facts, base, runs, test)
     assert table_row(text, "Held-out", "CE") == [
@@ -145,12 +142,13 @@ def test_page_numbers_over_three_seeds(lm_mce: Any) -> None:
     assert "Base model evaluation: 0.400 s/answer" in text and "wall time: 10.0 min" in text
     assert "  - before: `a ⏎ b`" in text
     assert "(16.00 passes over the training problems)" in text  # 120 steps x batch 8 / 60 problems
+    assert "precision 32-true;" in text
 
 
 def test_bad_sizes_stop_before_loading_anything(lm_mce: Any, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(MatrixSSLError, match="steps must be a positive integer, got 0"):
         lm_mce.main(["--model", "/nonexistent", "--steps", "0"])
-    with pytest.raises(MatrixSSLError, match="top_k must be a positive integer"):
+    with pytest.raises(MatrixSSLError, match="top_k must be None \\(exact\\) or a positive integer"):
         lm_mce.main(["--model", "/nonexistent", "--top-k", "-1"])
     with pytest.raises(SystemExit) as exit_info:
         lm_mce.main(["--n-test", "0"])

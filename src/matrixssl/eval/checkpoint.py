@@ -5,6 +5,7 @@ the data has moved).
 
 from __future__ import annotations
 
+import codecs
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,12 @@ def _read(path: Path) -> dict[str, Any]:
             f"checkpoint {path} does not exist; pass a file written by `matrixssl pretrain`, "
             "e.g. runs/<name>/checkpoints/last.ckpt"
         )
+    problem = not_a_checkpoint(path)
+    if problem:
+        raise MatrixSSLError(
+            f"{path} {problem}; pass a checkpoint written by `matrixssl pretrain`, "
+            "e.g. runs/<name>/checkpoints/last.ckpt"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unreadable file is the same user-facing problem
@@ -82,10 +89,34 @@ def _read(path: Path) -> dict[str, Any]:
     return state
 
 
-def mismatched_keys(model: torch.nn.Module, weights: dict[str, Tensor]) -> list[str]:
-    """State-dict keys that are missing, unexpected or of another shape (empty: the weights fit `model`)."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in weights.items()}
+def not_a_checkpoint(path: Path) -> str | None:
+    """Why `path` cannot be a file written by `torch.save` at all (None: it may be one). torch.save writes a zip
+    archive (or, in its legacy format, a pickle); anything else is the wrong file, not a damaged checkpoint."""
+    with open(path, "rb") as handle:
+        head = handle.read(512)
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):
+        return None
+    if not head:
+        return "is empty, not a checkpoint"
+    try:  # incremental: a character cut at byte 512 is not a decoding error
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return "is not a checkpoint (not a file written by torch.save)"
+    return "is a text file, not a checkpoint"
+
+
+# The augmentation's state: settings rebuilt from the config, never learnt, and changed by library versions
+# (e.g. kornia's parameter buffers), so evaluation neither compares nor loads it.
+AUGMENTATION_STATE = "views."
+
+
+def mismatched_keys(
+    model: torch.nn.Module, weights: dict[str, Tensor], ignore: tuple[str, ...] = ()
+) -> list[str]:
+    """State-dict keys that are missing, unexpected or of another shape (empty: the weights fit `model`); keys
+    starting with a prefix in `ignore` are left out."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.startswith(ignore)}
+    found = {k: tuple(v.shape) for k, v in weights.items() if not k.startswith(ignore)}
     return sorted(set(expected) ^ set(found)) or [k for k in expected if expected[k] != found[k]]
 
 
@@ -104,13 +135,19 @@ def load_pretrained(path: str | Path, overrides: list[str] | tuple[str, ...] = (
     except TypeError:
         raise MatrixSSLError(f"{path} has unreadable dataset info {hyper['info']!r}") from None
     model = build_method(config, info=info, steps_per_epoch=1)
-    differing = mismatched_keys(model, state["state_dict"])
+    weights = {k: v for k, v in state["state_dict"].items() if not k.startswith(AUGMENTATION_STATE)}
+    differing = mismatched_keys(model, weights, ignore=(AUGMENTATION_STATE,))
     if differing:
+        advice = (
+            "drop model.* overrides"
+            if overrides
+            else "it was written by another version of matrixssl; evaluate it with that version"
+        )
         raise MatrixSSLError(
             f"checkpoint {path} does not match the model its config describes "
-            f"(first differing keys: {', '.join(differing[:3])}); drop model.* overrides"
+            f"(first differing keys: {', '.join(differing[:3])}); {advice}"
         )
-    model.load_state_dict(state["state_dict"])
+    model.load_state_dict(weights, strict=False)  # strict where it matters: checked just above
     model.eval()
     return Pretrained(
         path=path,

@@ -3,8 +3,9 @@
 The official protocol (MoCo v3, MEC, Matrix-SSL) puts a BatchNorm1d(affine=False) before the classifier so
 the probe is insensitive to the feature scale; on cached features it is a fixed standardisation, and with no
 augmentation each epoch is a few matrix products, so small datasets take seconds. With augmentation the features
-of each batch are recomputed through the frozen backbone (`train_batch`). LARS is the MEC/Matrix-SSL ImageNet
-recipe (batch 4096, lr 0.03·B/256); SGD stays the default.
+of each batch are recomputed through the frozen backbone (`train_batch`). LARS is the optimiser of the MEC/Matrix-SSL
+ImageNet probe; its trust ratio shrinks every step, so it needs a far larger lr than SGD (the `linear` command's
+default is `commands.LARS_LR`, measured). SGD stays the default.
 """
 
 from __future__ import annotations

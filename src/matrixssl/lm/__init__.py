@@ -2,15 +2,16 @@
 
 The token-level matrix cross-entropy here is this project's own construction (the paper did not publish
 one); `matrixssl.lm.loss` documents it. The loss and the data need only torch (and reasoning-gym for the
-`gsm_symbolic` generator); training and evaluation helpers are imported on first use, and transformers only
-when a model is loaded or a Trainer is built (`pip install 'matrixssl[lm]'`).
+`gsm_symbolic` generator); the model, training and evaluation helpers are imported on first use, and
+transformers only when a model is loaded or a Trainer is built (`pip install 'matrixssl[lm]'`). Fine-tuning
+runs on the Hugging Face Trainer.
 
 Typical use (e.g. from a benchmark script)::
 
     from matrixssl import lm
     model, tokenizer = lm.load_model_and_tokenizer("default")
     train, test = lm.train_test_problems("arithmetic", n_train=1000, n_test=200, seed=0)
-    record = lm.finetune(model, tokenizer, train, lm.FinetuneConfig(loss="mce", steps=100, seed=0))
+    record = lm.finetune(model, tokenizer, train, lm.FinetuneConfig(loss="mce", steps=100, seed=0), "runs/mce")
     metrics = lm.evaluate_accuracy(model, tokenizer, test)
 """
 
@@ -41,12 +42,14 @@ _LAZY = {
     "causal_lm_terms": "matrixssl.lm.train",
     "encode_problems": "matrixssl.lm.train",
     "finetune": "matrixssl.lm.train",
-    "finetune_with_trainer": "matrixssl.lm.train",
-    "load_model_and_tokenizer": "matrixssl.lm.train",
+    "last_checkpoint": "matrixssl.lm.train",
     "make_loss": "matrixssl.lm.train",
     "make_trainer": "matrixssl.lm.train",
-    "save_checkpoint": "matrixssl.lm.train",
-    "trainable_parameters": "matrixssl.lm.train",
+    "training_arguments": "matrixssl.lm.train",
+    "default_model_file": "matrixssl.lm.model",
+    "load_model_and_tokenizer": "matrixssl.lm.model",
+    "save_checkpoint": "matrixssl.lm.model",
+    "trainable_parameters": "matrixssl.lm.model",
     "evaluate_accuracy": "matrixssl.lm.evaluate",
     "generate_answers": "matrixssl.lm.evaluate",
     "score": "matrixssl.lm.evaluate",

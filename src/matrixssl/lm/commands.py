@@ -1,7 +1,8 @@
 """`matrixssl lm-finetune` and `matrixssl lm-eval`: register them with `add_lm_commands(subparsers)`.
 
 Each command's `run(args) -> int` raises MatrixSSLError for user mistakes; the main CLI prints the message and
-exits with status 2. transformers is imported only when a command runs.
+exits with status 2. The library checks the values (the fine-tuning config, the data loaders); the commands
+only map their spellings. transformers is imported only when a command runs.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from matrixssl.errors import MatrixSSLError
 from matrixssl.lm.data import (
     SOURCES,
     Problem,
@@ -22,17 +22,11 @@ from matrixssl.lm.data import (
     write_jsonl,
 )
 from matrixssl.lm.loss import DEFAULT_RIDGE, DEFAULT_TOP_K
-from matrixssl.runtime import write_json
+from matrixssl.lm.train import PRECISIONS
+from matrixssl.runtime import resolve_device, seed_everything, write_json
 
-
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise MatrixSSLError(f"--device {name} asked for, but no CUDA device is available")
-    return name
+# The precision names lm-finetune had before it took the runtime's (Lightning's) names.
+_OLD_PRECISIONS = {"bf16": "bf16-mixed", "fp32": "32-true"}
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +50,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated problems and of training")
     parser.add_argument("--device", default="auto", help="auto (GPU if available), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (loading, training, evaluating)"
+    )
 
 
 def add_lm_commands(subparsers: Any) -> None:
@@ -65,8 +61,9 @@ def add_lm_commands(subparsers: Any) -> None:
         "lm-finetune",
         help="fine-tune a causal LM on math word problems with cross-entropy or + matrix cross-entropy",
         description="Fine-tune a Hugging Face causal LM with --loss ce (cross-entropy) or mce (cross-entropy + "
-        "gamma x token matrix cross-entropy, this project's own token-level construction). Writes "
-        "OUTPUT_DIR/checkpoint, train_metrics.json and the training problems (train.jsonl).",
+        "gamma x token matrix cross-entropy, this project's own token-level construction), with the Hugging "
+        "Face Trainer. Writes OUTPUT_DIR/checkpoint (the final model), train_metrics.json, the training "
+        "problems (train.jsonl) and, with --save-every, OUTPUT_DIR/checkpoint-STEP to --resume from.",
     )
     _add_common(finetune)
     finetune.add_argument(
@@ -109,13 +106,22 @@ def add_lm_commands(subparsers: Any) -> None:
     )
     finetune.add_argument(
         "--precision",
-        choices=("auto", "bf16", "fp32"),
+        choices=(*PRECISIONS, *_OLD_PRECISIONS),
         default="auto",
-        help="auto: bf16 on a GPU that has it",
+        help="auto (bf16-mixed where the device computes bf16 natively, 16-mixed on a GPU without it, else "
+        "32-true), 32-true, bf16-mixed or 16-mixed; the old spellings bf16 and fp32 mean bf16-mixed and 32-true",
     )
-    finetune.add_argument("--save-every", type=int, default=0, help="also save checkpoint-STEP every N steps")
     finetune.add_argument(
-        "--trainer", action="store_true", help="train with transformers.Trainer, not the plain loop"
+        "--save-every",
+        type=int,
+        default=0,
+        help="save OUTPUT_DIR/checkpoint-STEP (model, optimizer, schedule, data position) every N steps",
+    )
+    finetune.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest complete OUTPUT_DIR/checkpoint-STEP (same data and settings; --steps "
+        "may grow)",
     )
     finetune.add_argument("--output-dir", type=Path, default=Path("outputs/lm-finetune"))
     finetune.set_defaults(run=run_finetune)
@@ -140,24 +146,16 @@ def add_lm_commands(subparsers: Any) -> None:
     evaluate.set_defaults(run=run_eval)
 
 
-def _positive(**values: int) -> None:
-    for name, value in values.items():
-        if value < 1:
-            raise MatrixSSLError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
-
-
 def run_finetune(args: argparse.Namespace) -> int:
-    """Load model and data, fine-tune, save; returns the exit status."""
-    from matrixssl.lm.train import FinetuneConfig, finetune, finetune_with_trainer, load_model_and_tokenizer
+    """Load model and data, fine-tune (or resume), save; returns the exit status."""
+    from matrixssl.lm.model import load_model_and_tokenizer
+    from matrixssl.lm.train import FinetuneConfig, finetune
 
-    _positive(n_train=args.n_train)
-    if args.top_k < 0:
-        raise MatrixSSLError(f"--top-k must be >= 0 (0 = exact), got {args.top_k}")
     config = FinetuneConfig(
         loss=args.loss,
         gamma=args.gamma,
         ridge=args.ridge,
-        top_k=args.top_k or None,
+        top_k=None if args.top_k == 0 else args.top_k,
         steps=args.steps,
         batch_size=args.batch_size,
         grad_accum=args.grad_accum,
@@ -167,22 +165,25 @@ def run_finetune(args: argparse.Namespace) -> int:
         max_grad_norm=args.max_grad_norm,
         max_length=args.max_length,
         seed=args.seed,
-        precision=args.precision,
+        precision=_OLD_PRECISIONS.get(args.precision, args.precision),
         save_every=args.save_every,
         train_top_layers=args.train_top_layers,
     )
-    config.validate()
+    progress = not args.no_progress
+    seed_everything(args.seed)
     problems = load_problems(args.data, args.n_train, args.seed, "train", args.source)
-    model, tokenizer = load_model_and_tokenizer(args.model, device=resolve_device(args.device))
+    model, tokenizer = load_model_and_tokenizer(
+        args.model, device=resolve_device(args.device), progress=progress
+    )
     output_dir: Path = args.output_dir
     write_jsonl(problems, output_dir / "train.jsonl")
-    if args.trainer:
-        summary = finetune_with_trainer(model, tokenizer, problems, config, output_dir)
-    else:
-        summary = finetune(model, tokenizer, problems, config, output_dir, progress=not args.no_progress)
+    summary = finetune(model, tokenizer, problems, config, output_dir, resume=args.resume, progress=progress)
+    seconds = summary["seconds_per_step"]
+    timing = f", {seconds:.2f} s/step" if seconds is not None else ""
+    resumed = f" (resumed at step {summary['resumed_from_step']})" if args.resume else ""
     print(
-        f"{args.loss} fine-tuning: {config.steps} steps on {len(problems)} problems, final loss "
-        f"{summary['final_loss']:.4f}, {summary['seconds_per_step']:.2f} s/step  ->  {output_dir / 'checkpoint'}"
+        f"{args.loss} fine-tuning: {summary['steps']} steps{resumed} on {len(problems)} problems, final loss "
+        f"{summary['final_loss']:.4f}{timing}  ->  {output_dir / 'checkpoint'}"
     )
     return 0
 
@@ -201,9 +202,8 @@ def _training_questions(args: argparse.Namespace) -> tuple[list[Problem], str | 
 def run_eval(args: argparse.Namespace) -> int:
     """Load model and problems, generate, score, write metrics.json; returns the exit status."""
     from matrixssl.lm.evaluate import evaluate_accuracy
-    from matrixssl.lm.train import load_model_and_tokenizer
+    from matrixssl.lm.model import load_model_and_tokenizer
 
-    _positive(n=args.n, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
     train, train_path = _training_questions(args)
     source = None
     if args.data == "generated" or args.data.startswith("generated:"):
@@ -212,9 +212,12 @@ def run_eval(args: argparse.Namespace) -> int:
     else:
         problems = load_problems(args.data, args.n)
     seen = overlap(train, problems)
-    model, tokenizer = load_model_and_tokenizer(args.model, device=resolve_device(args.device))
+    progress = not args.no_progress
+    model, tokenizer = load_model_and_tokenizer(
+        args.model, device=resolve_device(args.device), progress=progress
+    )
     result = evaluate_accuracy(
-        model, tokenizer, problems, args.max_new_tokens, args.batch_size, progress=not args.no_progress
+        model, tokenizer, problems, args.max_new_tokens, args.batch_size, progress=progress
     )
     predictions = result.pop("predictions")
     metrics: dict[str, Any] = {

@@ -306,5 +306,7 @@ def load_problems(
     if data == "generated" or data.startswith("generated:"):
         source = data.split(":", 1)[1] if ":" in data else source
         return generate_problems(source, n if n is not None else 1000, seed, split)
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise MatrixSSLError(f"number of problems must be a positive integer, got {n!r}")
     problems = read_jsonl(data)
     return problems[:n] if n is not None else problems

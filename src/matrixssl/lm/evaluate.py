@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from matrixssl.errors import MatrixSSLError
 from matrixssl.lm.data import Problem, answers_match, extract_answer, format_prompt
 
 STOP_TEXT = "\nQuestion:"
@@ -29,6 +30,9 @@ def generate_answers(
     progress: bool = False,
 ) -> list[str]:
     """Greedy completions of the prompts, left-padded in batches, without the prompt and special tokens."""
+    for name, value in (("max_new_tokens", max_new_tokens), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise MatrixSSLError(f"{name} must be a positive integer, got {value!r}")
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     was_training = model.training

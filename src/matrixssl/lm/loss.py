@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from matrixssl.errors import MatrixSSLError
 from matrixssl.functional import full_precision, matrix_log
 
 DEFAULT_RIDGE = 0.01
@@ -53,9 +54,17 @@ DEFAULT_TOP_K = 32
 _CHUNK_ELEMENTS = 1 << 25
 
 
-def _check_inputs(
-    logits: Tensor, labels: Tensor, embedding_weight: Tensor, ridge: float, top_k: int | None
-) -> None:
+def _check_settings(ridge: float, top_k: int | None, chunk_size: int | None = None) -> None:
+    """The ranges of the matrix term's settings, checked where they enter (the loss module's constructor and
+    the public function), not on every call."""
+    if not ridge > 0 or not math.isfinite(ridge):
+        raise MatrixSSLError(f"ridge must be a positive number, got {ridge!r}")
+    for name, value, none_means in (("top_k", top_k, "exact"), ("chunk_size", chunk_size, "automatic")):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise MatrixSSLError(f"{name} must be None ({none_means}) or a positive integer, got {value!r}")
+
+
+def _check_inputs(logits: Tensor, labels: Tensor, embedding_weight: Tensor) -> None:
     if logits.dim() < 1 or labels.shape != logits.shape[:-1]:
         raise ValueError(
             f"labels must have the shape of logits without its last (vocabulary) dimension, "
@@ -66,10 +75,6 @@ def _check_inputs(
             f"embedding_weight must be (vocabulary, dim) with the vocabulary of the logits ({logits.shape[-1]}), "
             f"got {tuple(embedding_weight.shape)}"
         )
-    if not ridge > 0 or not math.isfinite(ridge):
-        raise ValueError(f"ridge must be a positive number, got {ridge!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k must be None (exact) or a positive integer, got {top_k!r}")
     if labels.dtype.is_floating_point or labels.dtype == torch.bool:
         raise ValueError(f"labels must be integer token ids, got dtype {labels.dtype}")
 
@@ -88,11 +93,7 @@ def _supervised_positions(labels: Tensor, ignore_index: int, vocabulary: int) ->
 
 
 def _chunk_size(per_position: int, requested: int | None) -> int:
-    if requested is not None:
-        if requested < 1:
-            raise ValueError(f"chunk_size must be a positive integer, got {requested}")
-        return requested
-    return max(1, _CHUNK_ELEMENTS // max(per_position, 1))
+    return requested if requested is not None else max(1, _CHUNK_ELEMENTS // max(per_position, 1))
 
 
 @contextmanager
@@ -100,7 +101,7 @@ def _small_linalg_threads(device: torch.device) -> Iterator[None]:
     """One CPU thread for batches of small LAPACK calls (eigh, QR), restored afterwards.
 
     Multi-threaded MKL gains nothing on 32 x 32 matrices and, on a machine whose cores are busy with other
-    work, its thread barriers made a batched eigh ~1000x slower (11 s instead of 11 ms for 200 matrices).
+    work, its thread barriers make a batched eigh orders of magnitude slower.
     """
     threads = torch.get_num_threads()
     if device.type != "cpu" or threads == 1:
@@ -207,7 +208,21 @@ def token_matrix_cross_entropy(
     (default: sized to ~128 MB of intermediates) so memory stays bounded for long sequences and large
     vocabularies: nothing of size positions x vocabulary is kept for the backward pass beyond the logits.
     """
-    _check_inputs(logits, labels, embedding_weight, ridge, top_k)
+    _check_settings(ridge, top_k, chunk_size)
+    return _token_mce(logits, labels, embedding_weight, ridge, top_k, ignore_index, chunk_size)
+
+
+def _token_mce(
+    logits: Tensor,
+    labels: Tensor,
+    embedding_weight: Tensor,
+    ridge: float,
+    top_k: int | None,
+    ignore_index: int,
+    chunk_size: int | None,
+) -> Tensor:
+    """`token_matrix_cross_entropy` with its settings already checked."""
+    _check_inputs(logits, labels, embedding_weight)
     vocabulary, dim = embedding_weight.shape
     labels = labels.to(logits.device)
     positions = _supervised_positions(labels, ignore_index, vocabulary)
@@ -363,11 +378,8 @@ class MatrixCrossEntropyLMLoss(nn.Module):
     ) -> None:
         super().__init__()
         if not gamma >= 0 or not math.isfinite(gamma):
-            raise ValueError(f"gamma must be a non-negative number, got {gamma!r}")
-        if not ridge > 0 or not math.isfinite(ridge):
-            raise ValueError(f"ridge must be a positive number, got {ridge!r}")
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-            raise ValueError(f"top_k must be None (exact) or a positive integer, got {top_k!r}")
+            raise MatrixSSLError(f"gamma must be a non-negative number, got {gamma!r}")
+        _check_settings(ridge, top_k, chunk_size)
         self.gamma = gamma
         self.ridge = ridge
         self.top_k = top_k
@@ -389,14 +401,8 @@ class MatrixCrossEntropyLMLoss(nn.Module):
             return LMLossTerms(cross_entropy, cross_entropy.detach(), cross_entropy.new_zeros(()))
         if embedding_weight is None:
             raise ValueError("embedding_weight (the output embedding) is needed when gamma > 0")
-        matrix_term = token_matrix_cross_entropy(
-            logits,
-            labels,
-            embedding_weight,
-            ridge=self.ridge,
-            top_k=self.top_k,
-            ignore_index=self.ignore_index,
-            chunk_size=self.chunk_size,
+        matrix_term = _token_mce(
+            logits, labels, embedding_weight, self.ridge, self.top_k, self.ignore_index, self.chunk_size
         ).mean()
         total = cross_entropy + self.gamma * matrix_term.to(cross_entropy.dtype)
         return LMLossTerms(total, cross_entropy.detach(), matrix_term.detach())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -11,10 +13,18 @@ from matrixssl.functional import full_precision
 
 
 class EmbeddingLoss(nn.Module):
-    """What every loss shares: `gather_distributed` (batch statistics over all ranks, with correct gradients)
-    and `check_values`. The value checks (NaN/Inf inputs; Matrix-SSL's Taylor radius) read a number back from
-    the device, which makes the host wait for it; they are on by default. A training loop that checks its loss
-    itself, as `matrixssl pretrain` does at logging steps, turns them off and calls `deferred_checks` then."""
+    """Base of every loss: what they share.
+
+    `gather_distributed` computes batch statistics over all ranks, with correct gradients. `check_values`
+    switches the value checks (NaN/Inf inputs; Matrix-SSL's Taylor radius), which read a number back from
+    the device and so make the host wait for it; they are on by default. A training loop that checks its
+    loss itself, as `matrixssl pretrain` does at logging steps, turns them off and calls `deferred_checks`
+    then. The repr lists the constructor's arguments with their values, e.g.
+    `MatrixSSLLoss(target_scale=1.0, ridge=1.0, ...)`.
+
+    Args:
+        gather_distributed: compute on the batch gathered from all ranks of `torch.distributed`.
+    """
 
     def __init__(self, *, gather_distributed: bool) -> None:
         super().__init__()
@@ -22,11 +32,29 @@ class EmbeddingLoss(nn.Module):
         self.check_values = True
 
     def check(self, **named: Tensor) -> None:
-        """Shapes always; finite values when `check_values` is on."""
+        """Check shapes always, and finite values when `check_values` is on.
+
+        Args:
+            **named: the inputs, by the names the error messages should use; each (B, d) with B >= 2.
+
+        Raises:
+            ValueError: a shape is wrong, the shapes differ, or a value is NaN or Inf.
+        """
         check_embeddings(self.check_values, **named)
 
     def deferred_checks(self) -> None:
         """Run the value checks that were skipped while `check_values` was off (none for most losses)."""
+
+    def extra_repr(self) -> str:
+        """The constructor's arguments with their current values, read from the attributes (or `settings`)."""
+        settings = getattr(self, "settings", None)
+        parts = []
+        for name in list(inspect.signature(type(self).__init__).parameters)[1:]:
+            if hasattr(self, name):
+                parts.append(f"{name}={getattr(self, name)!r}")
+            elif hasattr(settings, name):
+                parts.append(f"{name}={getattr(settings, name)!r}")
+        return ", ".join(parts)
 
 
 def check_embeddings(finite: bool, /, **named: Tensor) -> None:

@@ -32,7 +32,12 @@ def _standardised(z: Tensor) -> Tensor:
 
 
 class BarlowTwinsLoss(EmbeddingLoss):
-    """Σ(1 - C_ii)² + λ Σ_{i≠j} C_ij² on the cross-correlation C; `off_diagonal_weight` is λ."""
+    """Σ(1 - C_ii)² + λ Σ_{i≠j} C_ij² on the cross-correlation C of the standardised views.
+
+    Args:
+        off_diagonal_weight: λ, the weight of the redundancy-reduction term.
+        gather_distributed: standardise and correlate over the batch gathered from all ranks.
+    """
 
     def __init__(self, *, off_diagonal_weight: float = 0.0051, gather_distributed: bool = False) -> None:
         super().__init__(gather_distributed=gather_distributed)
@@ -41,6 +46,15 @@ class BarlowTwinsLoss(EmbeddingLoss):
         self.off_diagonal_weight = off_diagonal_weight
 
     def forward(self, z_1: Tensor, z_2: Tensor) -> Tensor:
+        """The Barlow Twins loss of two views.
+
+        Args:
+            z_1: (B, d) projections of view 1, at their raw scale.
+            z_2: (B, d) projections of view 2.
+
+        Returns:
+            0-d tensor.
+        """
         self.check(z_1=z_1, z_2=z_2)
         with torch.autocast(device_type=z_1.device.type, enabled=False):
             a, b = (

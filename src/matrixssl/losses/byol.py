@@ -21,11 +21,26 @@ from matrixssl.losses.simsiam import symmetric_cosine
 
 
 class BYOLLoss(EmbeddingLoss):
-    """2 - 2 cos(prediction, teacher projection of the other view), summed over both directions."""
+    """2 - 2 cos(prediction, teacher projection of the other view), summed over both directions.
+
+    Args:
+        gather_distributed: average over the batch gathered from all ranks.
+    """
 
     def __init__(self, *, gather_distributed: bool = False) -> None:
         super().__init__(gather_distributed=gather_distributed)
 
     def forward(self, online_1: Tensor, online_2: Tensor, target_1: Tensor, target_2: Tensor) -> Tensor:
+        """The symmetrised BYOL loss, in [0, 8].
+
+        Args:
+            online_1: (B, d) predictor outputs of view 1; the gradient flows into them.
+            online_2: (B, d) predictor outputs of view 2.
+            target_1: (B, d) teacher outputs of view 1; detached here.
+            target_2: (B, d) teacher outputs of view 2; detached here.
+
+        Returns:
+            0-d tensor.
+        """
         self.check(online_1=online_1, online_2=online_2, target_1=target_1, target_2=target_2)
         return 4.0 - 4.0 * symmetric_cosine(online_1, online_2, target_1, target_2, self.gather_distributed)

@@ -21,7 +21,7 @@ Speed. Writing log X = Σ_j a_j N^j in powers of the covariance N (re-expanding 
 and tr(C(t,t) S^j). Those traces are taken in the B x B Gram space when B < d (cyclicity of the trace), with
 powers formed only up to half the order. No centering matrix, no product with P, no d x d log is formed.
 
-Usage::
+Usage (every input a (B, d) batch of embeddings, B >= 2; the loss normalises and centres them itself)::
 
     loss_fn = MatrixSSLLoss()
     loss = loss_fn(online_1, online_2, teacher_1.detach(), teacher_2.detach())
@@ -42,7 +42,14 @@ from matrixssl.losses._inputs import EmbeddingLoss, prepare
 
 
 class MatrixSSLTerms(NamedTuple):
-    """The loss and its parts (each symmetrised over the views), for logging."""
+    """The loss and its parts (each averaged over the view pairs), for logging; all 0-d tensors.
+
+    Attributes:
+        loss: uniformity + γ·alignment + β·online_uniformity, what `MatrixSSLLoss.forward` returns.
+        uniformity: the mean of U(t, o) over the pairs.
+        alignment: the mean of A(t, o) over the pairs (unweighted; zero when γ = 0).
+        online_uniformity: the mean of U(o, o) (unweighted; zero when β = 0).
+    """
 
     loss: Tensor
     uniformity: Tensor
@@ -232,10 +239,18 @@ class _MatrixLossBase(EmbeddingLoss):
 
 
 class MatrixUniformityLoss(_MatrixLossBase):
-    """Matrix uniformity, one direction: -tr(λI · log(C(target, online) + μI)).
+    """Matrix uniformity, one direction: U(t, o) = -tr(λI · log(C(target, online) + μI)).
 
     Pulls the cross-covariance towards a spread (identity-like) spectrum; with the official defaults most of
-    the alignment signal also comes from here, because C(t, o) couples the two branches.
+    the alignment signal also comes from here, because C(t, o) couples the two branches. With
+    `trace_term=True`, tr(C(t, o) + μI) is added (the matrix cross-entropy's +tr Q).
+
+    Args:
+        target_scale: λ of the identity target λI; None gives the paper's I/d.
+        ridge: μ added to the covariance before the log.
+        taylor_order: order of the Taylor matrix log; None for the exact log (then `ridge` must be > 0).
+        trace_term: add the +tr(Q) term of the matrix cross-entropy.
+        gather_distributed: compute the covariance on the batch gathered from all ranks.
     """
 
     def __init__(
@@ -256,13 +271,32 @@ class MatrixUniformityLoss(_MatrixLossBase):
         )
 
     def forward(self, online: Tensor, target: Tensor) -> Tensor:
+        """U(target, online) of one pair of views.
+
+        Args:
+            online: (B, d) student embeddings (predictor outputs); the gradient flows into them.
+            target: (B, d) teacher embeddings of the other view; detached here.
+
+        Returns:
+            0-d tensor.
+        """
         self.check(online=online, target=target)
         o, t = self._pair(online, target)
         return self._direction(t, o, uniformity=True, alignment=False).uniformity
 
 
 class MatrixAlignmentLoss(_MatrixLossBase):
-    """Matrix alignment, one direction: -tr((C(target, target) + μI) · log(C(online, online) + μI))."""
+    """Matrix alignment, one direction: A(t, o) = -tr((C(t, t) + μI) · log(C(o, o) + μI)).
+
+    The matrix cross-entropy of the student's covariance against the teacher's: smallest when the two
+    covariances agree. With `trace_term=True`, tr(C(o, o) + μI) is added (the exact MCE's +tr Q).
+
+    Args:
+        ridge: μ added to both covariances.
+        taylor_order: order of the Taylor matrix log; None for the exact log (then `ridge` must be > 0).
+        trace_term: add the +tr(Q) term of the matrix cross-entropy.
+        gather_distributed: compute the covariances on the batch gathered from all ranks.
+    """
 
     def __init__(
         self,
@@ -281,13 +315,27 @@ class MatrixAlignmentLoss(_MatrixLossBase):
         )
 
     def forward(self, online: Tensor, target: Tensor) -> Tensor:
+        """A(target, online) of one pair of views.
+
+        Args:
+            online: (B, d) student embeddings (predictor outputs); the gradient flows into them.
+            target: (B, d) teacher embeddings of the other view; detached here.
+
+        Returns:
+            0-d tensor.
+        """
         self.check(online=online, target=target)
         o, t = self._pair(online, target)
         return self._direction(t, o, uniformity=False, alignment=True).alignment
 
 
 class MatrixSSLLoss(_MatrixLossBase):
-    """Matrix-SSL loss ½[U(t₂,o₁) + U(t₁,o₂) + γ(A(t₂,o₁) + A(t₁,o₂))], official formulation by default.
+    """Matrix-SSL loss: matrix uniformity + γ · matrix alignment; the official code's formulation by default.
+
+        L = ½[U(t₂,o₁) + U(t₁,o₂)] + γ·½[A(t₂,o₁) + A(t₁,o₂)] + β·½[U(o₁,o₁) + U(o₂,o₂)]
+
+    with U and A as in `MatrixUniformityLoss` and `MatrixAlignmentLoss`, t the teacher and o the student
+    embeddings of views 1 and 2, C(a, b) the centred cross-covariance of L2-normalised rows.
 
     Args:
         target_scale: λ of the identity target λI (official code: 1). None gives the paper's I/d.
@@ -301,7 +349,16 @@ class MatrixSSLLoss(_MatrixLossBase):
             their rank; U(o, o) can.
 
     `forward(online_1, online_2, target_1, target_2)`: (B, d) embeddings of the two views; online = predictor
-    outputs, target = teacher outputs (no gradient flows into them). `terms(...)` also returns both parts.
+    outputs, target = teacher outputs (no gradient flows into them). `terms(...)` also returns the parts,
+    `multi_view_terms` takes more views (multi-crop). The rows are L2-normalised and centred here. `repr()`
+    shows every setting, so `MatrixSSLLoss()` and `MatrixSSLLoss.paper()` can be told apart in a log.
+
+    Example:
+        ```python
+        loss_fn = MatrixSSLLoss()                     # official code's defaults
+        loss = loss_fn(online_1, online_2, teacher_1, teacher_2)   # each (B, d)
+        loss.backward()
+        ```
     """
 
     def __init__(
@@ -333,7 +390,16 @@ class MatrixSSLLoss(_MatrixLossBase):
     def paper(
         cls, *, gamma: float = 1.0, ridge: float = 1.0, gather_distributed: bool = False
     ) -> MatrixSSLLoss:
-        """The paper's formulation: target I/d, exact matrix cross-entropy (with +tr Q), exact log."""
+        """The paper's formulation: target I/d, exact matrix cross-entropy (with +tr Q), exact log.
+
+        Args:
+            gamma: weight γ of the alignment term.
+            ridge: μ added to every covariance (must be > 0 for the exact log).
+            gather_distributed: compute covariances on the batch gathered from all ranks.
+
+        Returns:
+            A `MatrixSSLLoss` with `target_scale=None, taylor_order=None, trace_term=True`.
+        """
         return cls(
             target_scale=None,
             ridge=ridge,
@@ -344,6 +410,17 @@ class MatrixSSLLoss(_MatrixLossBase):
         )
 
     def terms(self, online_1: Tensor, online_2: Tensor, target_1: Tensor, target_2: Tensor) -> MatrixSSLTerms:
+        """The two-view loss and its parts: ½[U(t₂,o₁) + U(t₁,o₂)] etc., see `MatrixSSLTerms`.
+
+        Args:
+            online_1: (B, d) student embeddings of view 1 (predictor outputs).
+            online_2: (B, d) student embeddings of view 2.
+            target_1: (B, d) teacher embeddings of view 1; detached here.
+            target_2: (B, d) teacher embeddings of view 2; detached here.
+
+        Returns:
+            The loss and its unweighted parts, each a 0-d tensor.
+        """
         return self.multi_view_terms([online_1, online_2], [target_1, target_2])
 
     def multi_view_terms(self, online: Sequence[Tensor], targets: Sequence[Tensor]) -> MatrixSSLTerms:
@@ -351,6 +428,16 @@ class MatrixSSLLoss(_MatrixLossBase):
 
         `targets[i]` is the teacher output of view i, for the first len(targets) online views; the views after
         them (multi-crop's local views) have no target of their own. With two of each this is the two-view loss.
+
+        Args:
+            online: V >= 2 student embeddings, each (B, d), global views first.
+            targets: 2 <= T <= V teacher embeddings, each (B, d), of the first T views; detached here.
+
+        Returns:
+            The loss and its unweighted parts, each a 0-d tensor.
+
+        Raises:
+            ValueError: fewer than two targets, fewer online views than targets, or bad shapes.
         """
         self.check(
             **{f"online_{i + 1}": z for i, z in enumerate(online)},
@@ -378,4 +465,15 @@ class MatrixSSLLoss(_MatrixLossBase):
         return MatrixSSLTerms(loss, uniformity, alignment, online_uniformity)
 
     def forward(self, online_1: Tensor, online_2: Tensor, target_1: Tensor, target_2: Tensor) -> Tensor:
+        """The two-view Matrix-SSL loss.
+
+        Args:
+            online_1: (B, d) student embeddings of view 1 (predictor outputs); B >= 2.
+            online_2: (B, d) student embeddings of view 2.
+            target_1: (B, d) teacher embeddings of view 1; detached here.
+            target_2: (B, d) teacher embeddings of view 2; detached here.
+
+        Returns:
+            0-d tensor (float32 or float64, also under autocast).
+        """
         return self.terms(online_1, online_2, target_1, target_2).loss

@@ -24,7 +24,13 @@ from matrixssl.losses._inputs import EmbeddingLoss, prepare
 
 
 class MECLoss(EmbeddingLoss):
-    """MEC loss; `eps_squared` is ε² of the paper (official default 64), `taylor_order` the series length."""
+    """Maximum Entropy Coding: -(1/(mλ)) · ½[tr log(I + λ P₁Z₂ᵀ) + tr log(I + λ P₂Z₁ᵀ)], λ = d/(m ε²).
+
+    Args:
+        eps_squared: ε² of the paper (official default 64); a smaller ε² means a larger λ.
+        taylor_order: number of terms of the Taylor series of the log.
+        gather_distributed: compute on the batch gathered from all ranks (m is then the global batch).
+    """
 
     def __init__(
         self, *, eps_squared: float = 64.0, taylor_order: int = 4, gather_distributed: bool = False
@@ -33,6 +39,7 @@ class MECLoss(EmbeddingLoss):
         if eps_squared <= 0:
             raise ValueError(f"eps_squared must be > 0, got {eps_squared}")
         self.eps_squared = eps_squared
+        self.taylor_order = taylor_order
         self.coefficients = taylor_log_coefficients(taylor_order, 0.0)[1:]
 
     def _half(self, online: Tensor, target: Tensor, lam: float) -> Tensor:
@@ -49,6 +56,18 @@ class MECLoss(EmbeddingLoss):
         target_2: Tensor,
         lambda_scale: float = 1.0,
     ) -> Tensor:
+        """The symmetrised MEC loss of two views.
+
+        Args:
+            online_1: (B, d) predictor outputs of view 1; the gradient flows into them.
+            online_2: (B, d) predictor outputs of view 2.
+            target_1: (B, d) teacher outputs of view 1; detached here.
+            target_2: (B, d) teacher outputs of view 2; detached here.
+            lambda_scale: multiplies λ; the official code warms it up from 1/8 to 1 over the first epochs.
+
+        Returns:
+            0-d tensor.
+        """
         self.check(online_1=online_1, online_2=online_2, target_1=target_1, target_2=target_2)
         if lambda_scale <= 0:
             raise ValueError(f"lambda_scale must be > 0, got {lambda_scale}")

@@ -41,7 +41,11 @@ def reference_matrix_ssl_loss(
     online_uniformity: float = 0.0,
 ) -> Tensor:
     """½[U(t₂,o₁) + U(t₁,o₂) + γ(A(t₂,o₁) + A(t₁,o₂)) + β(U(o₁,o₁) + U(o₂,o₂))] from the formulas, nothing
-    shared or reordered."""
+    shared or reordered.
+
+    The inputs are (B, d) embeddings and the settings mean what they mean for `MatrixSSLLoss`
+    (`online_uniformity` is β); returns a 0-d tensor.
+    """
     o1, o2 = F.normalize(online_1, dim=1), F.normalize(online_2, dim=1)
     t1, t2 = F.normalize(target_1, dim=1).detach(), F.normalize(target_2, dim=1).detach()
     dim = o1.shape[1]

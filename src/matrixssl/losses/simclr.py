@@ -24,7 +24,12 @@ from matrixssl.losses._inputs import EmbeddingLoss, prepare
 
 
 class NTXentLoss(EmbeddingLoss):
-    """NT-Xent; `temperature` τ (SimCLR's ImageNet default 0.1; its CIFAR-10 runs used 0.5)."""
+    """NT-Xent: cross-entropy of each embedding's cosine similarities, its other view as the right answer.
+
+    Args:
+        temperature: τ (SimCLR's ImageNet default 0.1; its CIFAR-10 runs used 0.5).
+        gather_distributed: take the negatives from the batch gathered from all ranks.
+    """
 
     def __init__(self, *, temperature: float = 0.1, gather_distributed: bool = False) -> None:
         super().__init__(gather_distributed=gather_distributed)
@@ -33,6 +38,15 @@ class NTXentLoss(EmbeddingLoss):
         self.temperature = temperature
 
     def forward(self, z_1: Tensor, z_2: Tensor) -> Tensor:
+        """NT-Xent of two views, averaged over all 2B anchors.
+
+        Args:
+            z_1: (B, d) projections of view 1; row i pairs with row i of `z_2`.
+            z_2: (B, d) projections of view 2.
+
+        Returns:
+            0-d tensor.
+        """
         self.check(z_1=z_1, z_2=z_2)
         with torch.autocast(device_type=z_1.device.type, enabled=False):
             u = torch.cat([prepare(z, gather_distributed=self.gather_distributed) for z in (z_1, z_2)])

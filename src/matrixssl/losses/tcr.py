@@ -16,7 +16,15 @@ from matrixssl.losses._inputs import EmbeddingLoss, prepare
 
 
 def total_coding_rate(z: Tensor, eps_squared: float) -> Tensor:
-    """½ log det(I + d/(B ε²) ZᵀZ) of already-normalised (B, d) rows, in the smaller of B x B and d x d."""
+    """Total coding rate ½ log det(I + d/(B ε²) ZᵀZ), computed on the smaller of the B x B and d x d sides.
+
+    Args:
+        z: (B, d) embeddings, already L2-normalised by row (this function does not normalise).
+        eps_squared: ε², the distortion; a smaller ε² weighs the spread more.
+
+    Returns:
+        0-d tensor.
+    """
     batch, dim = z.shape
     gram = z @ z.T if batch <= dim else z.T @ z
     eye = torch.eye(gram.shape[0], dtype=z.dtype, device=z.device)
@@ -25,7 +33,12 @@ def total_coding_rate(z: Tensor, eps_squared: float) -> Tensor:
 
 
 class TCRLoss(EmbeddingLoss):
-    """-TCR(z) of one batch of embeddings; `eps_squared` is ε² (EMP-SSL uses 0.2)."""
+    """-TCR(z) of one batch of embeddings (rows L2-normalised here): spreads them over all directions.
+
+    Args:
+        eps_squared: ε² (EMP-SSL uses 0.2).
+        gather_distributed: compute on the batch gathered from all ranks.
+    """
 
     def __init__(self, *, eps_squared: float = 0.2, gather_distributed: bool = False) -> None:
         super().__init__(gather_distributed=gather_distributed)
@@ -34,6 +47,14 @@ class TCRLoss(EmbeddingLoss):
         self.eps_squared = eps_squared
 
     def forward(self, z: Tensor) -> Tensor:
+        """-TCR of the batch.
+
+        Args:
+            z: (B, d) embeddings of one view (or of all views stacked), B >= 2.
+
+        Returns:
+            0-d tensor.
+        """
         self.check(z=z)
         with torch.autocast(device_type=z.device.type, enabled=False):
             return -total_coding_rate(

@@ -31,7 +31,14 @@ VARIANCE_EPS = 1e-4
 
 
 class VICRegTerms(NamedTuple):
-    """The weighted loss and its three unweighted terms, for logging."""
+    """The weighted loss and its three unweighted terms, for logging; all 0-d tensors.
+
+    Attributes:
+        loss: the weighted sum, what `VICRegLoss.forward` returns.
+        invariance: the mean squared error between the views.
+        variance: the hinge on the standard deviations, averaged over the views.
+        covariance: the off-diagonal covariance penalty, summed over the views.
+    """
 
     loss: Tensor
     invariance: Tensor
@@ -49,7 +56,14 @@ def _variance_and_covariance(z: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class VICRegLoss(EmbeddingLoss):
-    """25·invariance + 25·variance + 1·covariance (the paper's weights λ, μ, ν)."""
+    """λ·invariance + μ·variance + ν·covariance, by default the paper's 25, 25 and 1.
+
+    Args:
+        invariance_weight: λ.
+        variance_weight: μ.
+        covariance_weight: ν.
+        gather_distributed: compute all three terms on the batch gathered from all ranks.
+    """
 
     def __init__(
         self,
@@ -71,6 +85,15 @@ class VICRegLoss(EmbeddingLoss):
         self.invariance_weight, self.variance_weight, self.covariance_weight = weights.values()
 
     def terms(self, z_1: Tensor, z_2: Tensor) -> VICRegTerms:
+        """The loss and its three terms.
+
+        Args:
+            z_1: (B, d) projections of view 1, at their raw scale.
+            z_2: (B, d) projections of view 2.
+
+        Returns:
+            The weighted loss and the unweighted terms.
+        """
         self.check(z_1=z_1, z_2=z_2)
         with torch.autocast(device_type=z_1.device.type, enabled=False):
             a, b = (
@@ -88,4 +111,13 @@ class VICRegLoss(EmbeddingLoss):
         return VICRegTerms(loss, invariance, variance, covariance)
 
     def forward(self, z_1: Tensor, z_2: Tensor) -> Tensor:
+        """The VICReg loss of two views.
+
+        Args:
+            z_1: (B, d) projections of view 1, at their raw scale.
+            z_2: (B, d) projections of view 2.
+
+        Returns:
+            0-d tensor.
+        """
         return self.terms(z_1, z_2).loss

@@ -237,6 +237,18 @@ class SSLMethod(L.LightningModule):
         self.loss_fn.check_values = False
 
 
+def directed_pairs(views: int) -> list[tuple[int, int]]:
+    """(view, target) pairs for methods that predict a target: every view against the target of each global
+    view (the first two) other than itself; with two views, (0, 1) and (1, 0)."""
+    return [(view, target) for view in range(views) for target in (0, 1) if target != view]
+
+
+def symmetric_pairs(views: int) -> list[tuple[int, int]]:
+    """View pairs for symmetric two-view losses: the two global views, then every local view with each
+    global view; with two views, only (0, 1)."""
+    return [(0, 1), *((view, target) for view in range(2, views) for target in (0, 1))]
+
+
 def steps_per_epoch(num_images: int, batch_size: int, devices: int) -> int:
     """Optimiser steps per epoch with drop_last batches of `batch_size` split over `devices`."""
     per_device = batch_size // max(1, devices)

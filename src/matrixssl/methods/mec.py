@@ -7,12 +7,13 @@ convergence radius while the embeddings are still nearly collapsed.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from matrixssl.config import Config
 from matrixssl.data import DatasetInfo
 from matrixssl.losses import MECLoss
-from matrixssl.methods.base import SSLMethod
+from matrixssl.methods.base import SSLMethod, directed_pairs
 from matrixssl.models import Predictor
 
 
@@ -26,6 +27,7 @@ def lambda_scale(step: int, warmup_steps: int) -> float:
 
 class MEC(SSLMethod):
     uses_teacher = True
+    supports_local_views = True  # each view against the teacher of every other global view
 
     def __init__(self, config: Config, *, info: DatasetInfo, steps_per_epoch: int) -> None:
         super().__init__(config, info=info, steps_per_epoch=steps_per_epoch)
@@ -38,5 +40,12 @@ class MEC(SSLMethod):
     def loss_from_views(self, online: list[Tensor], teacher: list[Tensor]) -> dict[str, Tensor]:
         predicted = [self.predictor(z) for z in online]
         scale = lambda_scale(self.global_step, self.lambda_warmup_steps)
-        loss = self.loss_fn(predicted[0], predicted[1], teacher[0], teacher[1], lambda_scale=scale)
+        # Each (view, other global view's teacher) pair is one direction of MEC's symmetric loss.
+        pairs = directed_pairs(len(online))
+        loss = torch.stack(
+            [
+                self.loss_fn(predicted[v], predicted[v], teacher[t], teacher[t], lambda_scale=scale)
+                for v, t in pairs
+            ]
+        ).mean()
         return {"loss": loss, "lambda_scale": loss.new_tensor(scale)}

@@ -6,17 +6,19 @@ the two branches from collapsing (Chen & He, 2021).
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from matrixssl.config import Config
 from matrixssl.data import DatasetInfo
 from matrixssl.losses import SimSiamLoss
-from matrixssl.methods.base import SSLMethod
+from matrixssl.methods.base import SSLMethod, directed_pairs
 from matrixssl.models import Predictor
 
 
 class SimSiam(SSLMethod):
     uses_teacher = False
+    supports_local_views = True  # each view predicts the projection of every other global view
 
     def __init__(self, config: Config, *, info: DatasetInfo, steps_per_epoch: int) -> None:
         super().__init__(config, info=info, steps_per_epoch=steps_per_epoch)
@@ -24,5 +26,8 @@ class SimSiam(SSLMethod):
         self.loss_fn = SimSiamLoss()
 
     def loss_from_views(self, online: list[Tensor], teacher: list[Tensor]) -> dict[str, Tensor]:
+        # Each (view, other global view's projection) pair is one direction of SimSiam's symmetric loss.
         predicted = [self.predictor(z) for z in online]
-        return {"loss": self.loss_fn(predicted[0], predicted[1], online[0], online[1])}
+        pairs = directed_pairs(len(online))
+        losses = [self.loss_fn(predicted[v], predicted[v], online[t], online[t]) for v, t in pairs]
+        return {"loss": torch.stack(losses).mean()}

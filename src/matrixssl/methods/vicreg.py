@@ -7,17 +7,19 @@ projector without it.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from matrixssl.config import Config
 from matrixssl.data import DatasetInfo
 from matrixssl.losses import VICRegLoss
-from matrixssl.methods.base import SSLMethod
+from matrixssl.methods.base import SSLMethod, symmetric_pairs
 from matrixssl.models import Projector
 
 
 class VICReg(SSLMethod):
     uses_teacher = False
+    supports_local_views = True  # the global pair and each local view with each global view
 
     def __init__(self, config: Config, *, info: DatasetInfo, steps_per_epoch: int) -> None:
         super().__init__(config, info=info, steps_per_epoch=steps_per_epoch)
@@ -33,4 +35,5 @@ class VICReg(SSLMethod):
         return Projector(features, m.projector_hidden_dim, m.projector_dim, final_norm=False)
 
     def loss_from_views(self, online: list[Tensor], teacher: list[Tensor]) -> dict[str, Tensor]:
-        return self.loss_fn.terms(online[0], online[1])._asdict()
+        terms = [self.loss_fn.terms(online[a], online[b]) for a, b in symmetric_pairs(len(online))]
+        return {name: torch.stack(values).mean() for name, values in zip(terms[0]._fields, zip(*terms))}
