@@ -103,7 +103,9 @@ def test_two_process_ddp_first_step_equals_one_process(tmp_path: Path, local_vie
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("method", sorted(set(METHODS) - {"matrix_ssl"}))
+# TCR's invariance term is a per-rank mean of cosines (not a batch statistic, so not gathered): rank 0's
+# logged loss is its own half's; DDP's gradient averaging still gives the full-batch gradient.
+@pytest.mark.parametrize("method", sorted(set(METHODS) - {"matrix_ssl", "tcr"}))
 def test_every_method_with_a_local_view_gathers_like_one_process(tmp_path: Path, method: str) -> None:
     single = first_step_loss(tmp_path, devices=1, local_views=1, method=method)
     double = first_step_loss(tmp_path, devices=2, local_views=1, method=method)
