@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import TINY, mnist_like, write_idx_split
 
-from matrixssl.bench import Run, parse_methods, run_directory, summary_table
+from matrixssl.bench import Run, epochs_done, parse_methods, run_directory, summary_table
 from matrixssl.cli import main
 from matrixssl.config import load_config, to_dict
 from matrixssl.errors import MatrixSSLError
@@ -27,14 +29,23 @@ def test_parse_methods_reads_seed_counts_and_rejects_nonsense() -> None:
 
 def test_run_directory_changes_with_budget_and_settings() -> None:
     root = Path("runs")
-    settings = to_dict(load_config(None))
-    base = run_directory(root, "d", "m", 0, 2, settings)
-    assert base == run_directory(root, "d", "m", 0, 2, to_dict(load_config(None)))
-    assert base != run_directory(root, "d", "m", 0, 3, settings)
-    assert base != run_directory(root, "d", "m", 1, 2, settings)
+    settings = lambda *overrides: to_dict(load_config(None, list(overrides)))  # noqa: E731
+    base = run_directory(root, "m", 0, settings("trainer.max_epochs=2"))
+    assert base == run_directory(root, "m", 0, settings("trainer.max_epochs=2"))
+    assert base.name.startswith("m_e2_") and base.name.endswith("_seed0")
+    assert base != run_directory(root, "m", 0, settings("trainer.max_epochs=3"))
+    assert base != run_directory(root, "m", 1, settings("trainer.max_epochs=2"))
+    minutes = run_directory(root, "m", 0, settings("trainer.max_epochs=2", "trainer.max_minutes=1.5"))
+    assert minutes.name.startswith("m_m1.5_")
     # An override, an edited config file or a new built-in default all change the resolved settings.
-    assert base != run_directory(root, "d", "m", 0, 2, to_dict(load_config(None, ["data.subset=10"])))
-    assert base != run_directory(root, "d", "m", 0, 2, to_dict(load_config(None, ["model.width=0.25"])))
+    assert base != run_directory(root, "m", 0, settings("trainer.max_epochs=2", "data.subset=10"))
+    assert base != run_directory(root, "m", 0, settings("trainer.max_epochs=2", "model.width=0.25"))
+
+
+def test_epochs_done_is_fractional_for_a_budget_that_ends_inside_an_epoch() -> None:
+    assert epochs_done({"epochs": 2, "global_step": 8, "steps_per_epoch": 4}) == "2"
+    assert epochs_done({"epochs": 2, "global_step": 9, "steps_per_epoch": 4}) == "2.2"
+    assert epochs_done({"epochs": 3}) == "3"  # a run from before steps_per_epoch was recorded
 
 
 def test_summary_table_mean_std_failures_and_references() -> None:
@@ -87,6 +98,37 @@ def test_bench_end_to_end_reports_a_crashed_method_and_reuses_finished_runs(tmp_
     assert [path.stat().st_mtime_ns for path in finished] == stamps
     table = lambda text: text[text.index("| method |") :]  # noqa: E731
     assert table((tmp_path / "results" / "fashion-mnist.md").read_text()) == table(first)
+
+
+def test_bench_minutes_gives_every_run_the_same_wall_clock_budget(tmp_path: Path, capsys) -> None:
+    data = tmp_path / "data"
+    write_idx_split(data / "fashion-mnist", "train", *mnist_like(48, 0), gz=True)
+    write_idx_split(data / "fashion-mnist", "test", *mnist_like(32, 1), gz=True)
+    command = [
+        "bench",
+        "--methods=simclr,byol",
+        "--minutes=0.02",
+        f"--runs={tmp_path / 'runs'}",
+        f"--output={tmp_path / 'results'}",
+        "--no-references",
+        f"data.dir={data}",
+        *TINY,
+    ]
+    assert main(command) == 0
+    report = (tmp_path / "results" / "fashion-mnist.md").read_text()
+    assert "Same budget for every method: 0.02 minutes of pretraining per run (equal compute" in report
+    folders = sorted(path.name for path in (tmp_path / "runs" / "fashion-mnist").iterdir())
+    assert [name.split("_")[:2] for name in folders] == [["byol", "m0.02"], ["simclr", "m0.02"]]
+    for folder in folders:
+        metrics = json.loads((tmp_path / "runs" / "fashion-mnist" / folder / "metrics.json").read_text())
+        checkpoint = torch.load(Path(metrics["checkpoint"]), weights_only=False)
+        assert checkpoint["planned_steps"] == metrics["global_step"] >= 13  # planned after the timed steps
+    assert main([*command[:2], "--minutes=0", *command[3:]]) == 2
+    assert "--minutes must be positive, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # one budget or the other
+        main([*command, "--epochs=2"])
+    assert stop.value.code == 2
+    assert "argument --epochs: not allowed with argument --minutes" in capsys.readouterr().err
 
 
 def test_bench_unknown_method_config_is_one_clear_error(tmp_path: Path, capsys) -> None:

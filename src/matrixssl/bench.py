@@ -22,6 +22,7 @@ from typing import Any
 from matrixssl.errors import MatrixSSLError
 
 SUMMARY_KEYS = ("linear_top1", "knn_top1", "feature_effective_rank")
+DEFAULT_EPOCHS = 2
 
 
 @dataclass
@@ -66,7 +67,24 @@ def config_path(configs: Path, dataset: str, method: str) -> Path:
     return path
 
 
-def pretrain_command(config: Path, output: Path, seed: int, epochs: int, overrides: list[str]) -> list[str]:
+def budget_overrides(epochs: int, minutes: float | None) -> list[str]:
+    """A run's length as config overrides: a wall-clock budget (the run plans its schedules for the steps that
+    fit) or an epoch count."""
+    if minutes is not None:
+        return [f"trainer.max_minutes={minutes:g}"]
+    return [f"trainer.max_epochs={epochs}"]
+
+
+def budget_text(epochs: int, minutes: float | None) -> str:
+    if minutes is None:
+        return f"{epochs} epochs"
+    return (
+        f"{minutes:g} minutes of pretraining per run (equal compute: each run times its first steps and "
+        "plans its schedules for the steps that fit; the epochs column says how many that was)"
+    )
+
+
+def pretrain_command(config: Path, output: Path, seed: int, overrides: list[str]) -> list[str]:
     command = [
         sys.executable,
         "-m",
@@ -76,7 +94,6 @@ def pretrain_command(config: Path, output: Path, seed: int, epochs: int, overrid
         str(config),
         f"output_dir={output}",
         f"trainer.seed={seed}",
-        f"trainer.max_epochs={epochs}",
         "trainer.progress_bar=false",
         *overrides,
     ]
@@ -109,6 +126,14 @@ def execute(run: Run, command: list[str], log: Path) -> None:
         run.curves = read_epoch_curves(csv)
 
 
+def epochs_done(metrics: dict[str, Any]) -> str:
+    """Epochs a run trained, fractional for a wall-clock budget that ended inside an epoch."""
+    if metrics.get("steps_per_epoch"):
+        done = metrics["global_step"] / metrics["steps_per_epoch"]
+        return str(int(done)) if done == int(done) else f"{done:.1f}"
+    return str(metrics["epochs"])
+
+
 def mean_std(values: list[float]) -> str:
     if not values:
         return "-"
@@ -127,7 +152,7 @@ def summary_table(runs: list[Run], references: dict[str, dict[str, Any]]) -> str
         mine = [run for run in runs if run.method == method]
         done = [run for run in mine if run.metrics is not None]
         if done:
-            epochs = sorted({int(run.metrics["epochs"]) for run in done if run.metrics})
+            epochs = sorted({epochs_done(run.metrics) for run in done if run.metrics})
             columns = [
                 mean_std([float(run.metrics[key]) for run in done if run.metrics]) for key in SUMMARY_KEYS
             ]
@@ -208,13 +233,13 @@ def machine_header(title: str) -> str:
     )
 
 
-def run_directory(
-    root: Path, dataset: str, method: str, seed: int, epochs: int, settings: dict[str, Any]
-) -> Path:
-    """One folder per (method, seed, budget, resolved settings): a changed budget, override, config file or
-    built-in default never reuses a stale result."""
+def run_directory(root: Path, method: str, seed: int, settings: dict[str, Any]) -> Path:
+    """One folder per (method, seed, resolved settings, budget included): a changed budget, override, config
+    file or built-in default never reuses a stale result."""
     tag = hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return root / dataset / f"{method}_e{epochs}_{tag}_seed{seed}"
+    t = settings.get("trainer", {})
+    budget = f"m{t['max_minutes']:g}" if t.get("max_minutes") is not None else f"e{t.get('max_epochs')}"
+    return root / f"{method}_{budget}_{tag}_seed{seed}"
 
 
 def resolved_settings(config: Path, overrides: list[str]) -> dict[str, Any]:
@@ -230,33 +255,42 @@ def resolved_settings(config: Path, overrides: list[str]) -> dict[str, Any]:
     return settings
 
 
+def run_once(config: Path, method: str, seed: int, overrides: list[str], root: Path, label: str = "") -> Run:
+    """One pretraining run in its own folder (keyed on its resolved settings), reused when it finished and
+    resumed when it was interrupted; progress on stderr."""
+    settings = resolved_settings(config, overrides)
+    run = Run(label or method, seed, run_directory(root, method, seed, settings))
+    print(f"{run.method} seed {seed} -> {run.output}", file=sys.stderr, flush=True)
+    execute(run, pretrain_command(config, run.output, seed, overrides), run.output / "bench.log")
+    result = (
+        f"linear {run.metrics['linear_top1']:.2f}%, kNN {run.metrics['knn_top1']:.2f}%"
+        if run.metrics
+        else f"FAILED {run.error}"
+    )
+    print(f"    {run.wall_s / 60:.1f} min: {result}", file=sys.stderr, flush=True)
+    return run
+
+
 def run_bench(args: Any) -> int:
     from matrixssl.config import SHIPPED_CONFIGS, load_config
     from matrixssl.eval.baselines import reference_baselines
 
-    if args.epochs < 1:
-        raise MatrixSSLError(f"--epochs must be at least 1, got {args.epochs}")
+    epochs = DEFAULT_EPOCHS if args.epochs is None else args.epochs
+    if epochs < 1:
+        raise MatrixSSLError(f"--epochs must be at least 1, got {epochs}")
+    if args.minutes is not None and args.minutes <= 0:
+        raise MatrixSSLError(f"--minutes must be positive, got {args.minutes:g}")
     plan = parse_methods(args.methods, args.seeds)
     folder = args.configs or SHIPPED_CONFIGS
     configs = {method: config_path(folder, args.dataset, method) for method, _ in plan}
-    first = load_config(configs[plan[0][0]], args.overrides)  # bad overrides fail here, before any run
+    overrides = [*budget_overrides(epochs, args.minutes), *args.overrides]
+    first = load_config(configs[plan[0][0]], overrides)  # bad overrides fail here, before any run
     runs: list[Run] = []
     total = sum(seeds for _, seeds in plan)
     for method, seeds in plan:
-        settings = resolved_settings(configs[method], args.overrides)
         for seed in range(seeds):
-            output = run_directory(Path(args.runs), args.dataset, method, seed, args.epochs, settings)
-            run = Run(method, seed, output)
-            print(f"[{len(runs) + 1}/{total}] {method} seed {seed} -> {output}", file=sys.stderr, flush=True)
-            command = pretrain_command(configs[method], output, seed, args.epochs, args.overrides)
-            execute(run, command, output / "bench.log")
-            result = (
-                f"linear {run.metrics['linear_top1']:.2f}%, kNN {run.metrics['knn_top1']:.2f}%"
-                if run.metrics
-                else f"FAILED {run.error}"
-            )
-            print(f"    {run.wall_s / 60:.1f} min: {result}", file=sys.stderr, flush=True)
-            runs.append(run)
+            print(f"[{len(runs) + 1}/{total}] ", end="", file=sys.stderr)
+            runs.append(run_once(configs[method], method, seed, overrides, Path(args.runs) / args.dataset))
     references = {} if args.no_references else reference_baselines(first)
     out_dir = Path(args.output)
     plots = plot_comparison(runs, out_dir, args.dataset)
@@ -264,7 +298,7 @@ def run_bench(args: Any) -> int:
     precisions = sorted({str(r.metrics.get("precision", "not recorded")) for r in runs if r.metrics})
     text = (
         machine_header(f"Method comparison on {args.dataset}")
-        + f"Same budget for every method: {args.epochs} epochs on "
+        + f"Same budget for every method: {budget_text(epochs, args.minutes)} on "
         + (f"the first {d.subset} training images" if d.subset else "the whole training set")
         + f", batch {d.batch_size}, backbone {m.backbone} ({m.stem} stem, width {m.width}, blocks/stage {m.blocks_per_stage}, "
         + f"channels_last {m.channels_last}), precision {', '.join(precisions) or 'none (no run finished)'}; "
@@ -295,7 +329,15 @@ def add_bench_command(subparsers: Any) -> None:
         help="comma-separated NAME[:SEEDS] (config names under configs/<dataset>/)",
     )
     parser.add_argument("--seeds", type=int, default=1, help="seeds for methods given without :SEEDS")
-    parser.add_argument("--epochs", type=int, default=2, help="pretraining epochs of every run")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument(
+        "--epochs", type=int, help=f"pretraining epochs of every run (equal epochs; default {DEFAULT_EPOCHS})"
+    )
+    budget.add_argument(
+        "--minutes",
+        type=float,
+        help="pretraining wall-clock minutes of every run instead (equal compute; time it on an idle machine)",
+    )
     parser.add_argument(
         "--configs", type=Path, help="folder of <dataset>/<method>.yaml files (default: the shipped configs)"
     )

@@ -123,6 +123,9 @@ class TeacherConfig:
 @dataclass
 class TrainerConfig:
     max_epochs: int = 6
+    # A wall-clock budget for pretraining instead of an epoch count: the run times its first steps and plans
+    # its schedules (lr, teacher momentum) for the steps that fit; max_epochs is then ignored.
+    max_minutes: float | None = None
     accelerator: str = "auto"
     devices: int | str = "auto"  # a count (-1: every GPU), "auto", or device indices such as "0,1"
     num_nodes: int = 1
@@ -405,6 +408,8 @@ def validate(config: Config) -> None:
     _require({"data.local_views": config.data.local_views}, lambda value: value >= 0, ">= 0")
     if config.data.local_crop_size is not None:
         _require({"data.local_crop_size": config.data.local_crop_size}, lambda value: value > 0, "positive")
+    if config.trainer.max_minutes is not None:
+        _require({"trainer.max_minutes": config.trainer.max_minutes}, lambda value: value > 0, "positive")
 
 
 def _check_devices(devices: int | str) -> None:

@@ -198,14 +198,17 @@ def pretrain(config: Config, resume: bool = False) -> dict[str, Any]:
             hardware = type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()
             print(
                 f"{'resuming' if resume else 'pretraining'} {config.loss.method} on {config.data.name} "
-                f"({len(pretrain_set)} images): {plural(config.trainer.max_epochs, 'epoch')} of {steps} steps, "
+                f"({len(pretrain_set)} images): {budget_text(config, steps)}, "
                 f"batch {config.data.batch_size}, {hardware} x {devices}, {training_precision(config)} -> {output}",
                 flush=True,
             )
+        fit_started = time.perf_counter()
         _fit(trainer, model, train_loader, val_loader, last if resume else None)
+        pretraining_s = time.perf_counter() - fit_started
     if not trainer.is_global_zero:
         return {}
     metrics = _evaluate(model, trainer, config, labelled, test)
+    metrics["pretraining_time_s"] = round(pretraining_s, 1)
     metrics.update({"wall_time_s": round(time.perf_counter() - started, 1), "checkpoint": str(last)})
     write_json(output / "metrics.json", metrics)
     return metrics
@@ -258,6 +261,52 @@ QUIET_WARNINGS = (
 )
 
 
+def budget_text(config: Config, steps: int) -> str:
+    """How long the run trains, as the start line says it."""
+    minutes = config.trainer.max_minutes
+    if minutes is not None:
+        return (
+            f"{minutes:g} minutes of steps (schedules planned after the first steps; {steps} steps per epoch)"
+        )
+    return f"{plural(config.trainer.max_epochs, 'epoch')} of {steps} steps"
+
+
+class TimeBudget(Callback):
+    """Pretraining within `trainer.max_minutes`: the first steps are timed, and the number of steps that fits
+    in what is left of the budget becomes the run's length; the schedules are planned for it from then on
+    (before that, only the warm-up has run, which does not depend on the length). The short online-probe
+    validation after each epoch is not in the plan. A resumed run keeps the plan it was started with."""
+
+    untimed, timed = 3, 10  # steps: the first ones pay for allocations and warm-up; then the timed window
+    clock = staticmethod(time.perf_counter)
+
+    def __init__(self, minutes: float) -> None:
+        self.budget_s = 60.0 * minutes
+        self.started = self.window_started = 0.0
+        self.first_step = 0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.started, self.first_step = self.clock(), trainer.global_step
+        planned = getattr(pl_module, "planned_steps", None)
+        if planned is not None:
+            trainer.fit_loop.epoch_loop.max_steps = planned
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if getattr(pl_module, "planned_steps", None) is not None:
+            return
+        done = trainer.global_step - self.first_step
+        if done == self.untimed:
+            self.window_started = self.clock()
+        elif done == self.untimed + self.timed:
+            now = self.clock()
+            per_step = (now - self.window_started) / self.timed
+            fitting = int(max(0.0, self.budget_s - (now - self.started)) / per_step)
+            # Every process must stop at the same step: rank 0's plan is everyone's.
+            planned = int(trainer.strategy.broadcast(trainer.global_step + fitting, src=0))
+            pl_module.planned_steps = planned  # type: ignore[assignment]
+            trainer.fit_loop.epoch_loop.max_steps = planned
+
+
 class EpochLines(Callback):
     """One line per finished epoch (loss, online-probe test accuracy, effective rank, time so far): instead of a
     progress bar where stdout is not a terminal (a log file, `nohup`, CI)."""
@@ -269,7 +318,8 @@ class EpochLines(Callback):
         if not trainer.is_global_zero:
             return
         logged = trainer.callback_metrics
-        parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"]
+        of = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
+        parts = [f"epoch {trainer.current_epoch + 1}{of}"]
         parts += [shown.format(float(logged[key])) for key, shown in EPOCH_LINE if key in logged]
         parts.append(format_duration(time.perf_counter() - self.started))
         print(", ".join(parts), flush=True)
@@ -320,15 +370,18 @@ def _trainer(config: Config, devices: int, steps: int) -> L.Trainer:
         save_last=True,
     )
     progress_bar = t.progress_bar and sys.stdout.isatty()
+    callbacks: list[Callback] = [checkpoints] if progress_bar else [checkpoints, EpochLines()]
+    if t.max_minutes is not None:
+        callbacks.append(TimeBudget(t.max_minutes))
     return L.Trainer(
-        max_epochs=t.max_epochs,
+        max_epochs=-1 if t.max_minutes is not None else t.max_epochs,  # a budget's length is its plan's
         accelerator=t.accelerator,
         devices=t.devices,
         num_nodes=t.num_nodes,
         strategy=("ddp" if devices > 1 else "auto") if t.strategy == "auto" else t.strategy,
         sync_batchnorm=devices > 1 and _uses_gpu(config),  # PyTorch has no SyncBatchNorm on CPU
         precision=training_precision(config),  # type: ignore[arg-type]
-        callbacks=[checkpoints] if progress_bar else [checkpoints, EpochLines()],
+        callbacks=callbacks,
         logger=_loggers(config),
         plugins=[AtomicCheckpointIO()],
         # An epoch shorter than the interval would log no step at all (and Lightning would warn about it).
@@ -365,6 +418,7 @@ def _evaluate(
             "precision": training_precision(config),
             "epochs": trainer.current_epoch,
             "global_step": trainer.global_step,
+            "steps_per_epoch": model.steps_per_epoch,
             "online_probe_top1": _last_logged(trainer, "val/probe_top1"),
             "logs": str(logs),
             "plots": plots,

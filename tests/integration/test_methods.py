@@ -224,7 +224,9 @@ def test_mec_lambda_warmup_schedule() -> None:
     assert lambda_scale(0, 100) == pytest.approx(1 / 8)
     assert lambda_scale(50, 100) == pytest.approx(1 / 4.5)
     assert lambda_scale(100, 100) == 1.0 and lambda_scale(250, 100) == 1.0 and lambda_scale(0, 0) == 1.0
-    assert build("mec", "loss.mec.lambda_warmup_epochs=10").lambda_warmup_steps == 10 * 10  # loss.mec.lambda_warmup_epochs x steps per epoch
+    assert (
+        build("mec", "loss.mec.lambda_warmup_epochs=10").lambda_warmup_steps == 10 * 10
+    )  # loss.mec.lambda_warmup_epochs x steps per epoch
 
 
 def test_tcr_method_loss_is_invariance_plus_coding_rate() -> None:

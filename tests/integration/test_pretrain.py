@@ -27,7 +27,7 @@ from matrixssl.config import load_config
 from matrixssl.losses import MatrixSSLLoss
 from matrixssl.methods.matrix_ssl import MatrixSSL
 from matrixssl.plots import read_epoch_curves
-from matrixssl.train import log_histories, training_precision
+from matrixssl.train import TimeBudget, log_histories, training_precision
 
 
 @pytest.fixture
@@ -415,3 +415,34 @@ def test_wandb_logger_not_installed_is_one_line(data_dir: Path, tmp_path: Path, 
     assert main(args(data_dir, tmp_path / "run", "trainer.logger=wandb")) == 2
     err = capsys.readouterr().err
     assert "trainer.logger=wandb needs the wandb package: pip install wandb" in err and err.count("\n") == 1
+
+
+def test_a_minutes_budget_plans_the_schedule_for_the_steps_that_fit(
+    data_dir: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    # A clock that moves one second per reading: the budget reads it at the start (0 s) and around its timed
+    # window of 10 steps (1 s and 2 s), so a step "takes" 0.1 s and 3 s of budget leave 1 s: 10 more steps
+    # after the 3 untimed and 10 timed ones.
+    ticks = iter(range(1000))
+    monkeypatch.setattr(TimeBudget, "clock", staticmethod(lambda: float(next(ticks))))
+    output = tmp_path / "run"
+    assert main(args(data_dir, output, "trainer.max_minutes=0.05")) == 0
+    assert capsys.readouterr().out.startswith(
+        "pretraining matrix_ssl on fashion-mnist (64 images): 0.05 minutes of steps (schedules planned after "
+        "the first steps; 4 steps per epoch)"
+    )
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["global_step"] == 23 and metrics["steps_per_epoch"] == 4
+    last = torch.load(output / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["planned_steps"] == 23
+    # The cosine schedule was planned for those 23 steps: it ends at zero.
+    assert last["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-9)
+    # Resumed, the run keeps its plan (it neither times itself again nor trains on).
+    (output / "metrics.json").unlink()
+    assert main(args(data_dir, output, "trainer.max_minutes=0.05", "--resume")) == 0
+    assert json.loads((output / "metrics.json").read_text())["global_step"] == 23
+
+
+def test_a_minutes_budget_must_be_positive(data_dir: Path, tmp_path: Path, capsys) -> None:
+    assert main(args(data_dir, tmp_path / "run", "trainer.max_minutes=0")) == 2
+    assert "config key 'trainer.max_minutes' must be positive, got 0" in capsys.readouterr().err

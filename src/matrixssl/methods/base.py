@@ -47,6 +47,8 @@ class SSLMethod(L.LightningModule):
             )
         super().__init__()
         self.config, self.info, self.steps_per_epoch = config, info, steps_per_epoch
+        # Set once by a wall-clock budget (train.TimeBudget) after the first steps; saved with the checkpoints.
+        self.planned_steps: int | None = None
         self.save_hyperparameters({"config": to_dict(config), "info": info.as_dict()})
         m = config.model
         recipe = view_config_for(info.name, info.image_size, info.channels, info.mean, info.std)
@@ -97,6 +99,9 @@ class SSLMethod(L.LightningModule):
 
     # --- shared step -------------------------------------------------------------------------------------
     def total_steps(self) -> int:
+        """The steps the schedules are planned for: the time budget's plan, else max_epochs epochs."""
+        if self.planned_steps is not None:
+            return self.planned_steps
         return max(1, self.config.trainer.max_epochs * self.steps_per_epoch)
 
     def _input(self, images: Tensor) -> Tensor:
@@ -173,6 +178,10 @@ class SSLMethod(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._stop_if_diverged()  # never write weights that a non-finite loss has already reached
+        checkpoint["planned_steps"] = self.planned_steps
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.planned_steps = checkpoint.get("planned_steps")
 
     def on_train_end(self) -> None:
         self._stop_if_diverged()  # nor evaluate them
@@ -222,9 +231,9 @@ class SSLMethod(L.LightningModule):
         else:
             optimizer = torch.optim.SGD(groups, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay)
         warmup = int(round(o.warmup_epochs * self.steps_per_epoch))
-        total = self.total_steps()
+        # total_steps() is read at every step: a time budget plans it only after the first steps.
         schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, total, warmup)
+            optimizer, lambda step: warmup_cosine(step, self.total_steps(), warmup)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
