@@ -1,0 +1,71 @@
+"""benchmarks/study.py on tiny data: the equal-effort search picks by linear top-1, the later phases read what it
+chose, every run is reused, and `report` rewrites the tables without training."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import TINY, mnist_like, write_idx_split
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import study  # noqa: E402
+
+
+@pytest.fixture
+def tiny_study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    data = tmp_path / "data"
+    write_idx_split(data / "fashion-mnist", "train", *mnist_like(48, 0), gz=True)
+    write_idx_split(data / "fashion-mnist", "test", *mnist_like(32, 1), gz=True)
+    monkeypatch.setattr(study, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(study, "METHODS", ("matrix_ssl", "simclr"))
+    monkeypatch.setattr(study, "EVERY_RUN", ["data.local_views=2"])
+    monkeypatch.setattr(study, "PROXY", ["data.subset=32", "trainer.max_epochs=1"])
+    monkeypatch.setattr(study, "MAIN", ["trainer.max_epochs=1"])
+    monkeypatch.setattr(study, "HALF", ["trainer.max_epochs=1"])
+    monkeypatch.setattr(study, "LONG", ["trainer.max_minutes=0.01"])
+    monkeypatch.setattr(study, "MAIN_SEEDS", 1)
+    monkeypatch.setattr(study, "TOP_SEEDS", 1)
+    monkeypatch.setattr(study, "ABLATION_SEEDS", 1)
+    monkeypatch.setattr(study, "ABLATIONS", [("tuned recipe", []), ("γ = 0", ["loss.gamma=0"])])
+    return [f"--runs={tmp_path / 'runs'}", f"data.dir={data}", *TINY]
+
+
+def test_the_study_tunes_compares_ablates_and_reports(tiny_study: list[str], tmp_path: Path, capsys) -> None:
+    results, runs = tmp_path / "results", tmp_path / "runs" / "fashion-mnist"
+    assert study.main(["main", *tiny_study]) == 2  # the search must come first
+    assert "run the tune phase first" in capsys.readouterr().err
+    assert study.main(["tune", *tiny_study]) == 0
+    tuning = (results / "study_tuning.md").read_text()
+    # 3 learning rates (x 1/3, 1, 3 of the config's) then the knob's other value at the best one, per method.
+    for method, lr in (("matrix_ssl", 0.3), ("simclr", 0.3)):
+        rows = [line for line in tuning.splitlines() if line.startswith(f"| {method} |")]
+        assert len(rows) == 4 and sum("(chosen)" in row for row in rows) == 1
+        assert [row.split("`")[1].split()[0] for row in rows[:3]] == [
+            f"optim.base_lr={lr * f:.4g}" for f in (1 / 3, 1, 3)
+        ]
+        linears = [float(row.split("|")[3]) for row in rows]
+        chosen = next(i for i, row in enumerate(rows) if "(chosen)" in row)
+        assert linears[chosen] == max(linears)
+    assert "loss.simclr.temperature=0.2" in tuning and "loss.gamma=2" in tuning
+    assert len(list(runs.glob("*/metrics.json"))) == 8
+    assert study.main(["main", "ablate", "long", *tiny_study]) == 0
+    main_table = (results / "study_main.md").read_text()
+    assert "| matrix_ssl | 1 | 1 |" in main_table and "| simclr | 1 | 1 |" in main_table
+    assert "*raw pixels* (reference)" in main_table
+    ablation = (results / "study_ablation.md").read_text()
+    assert "| tuned recipe | `-` | 1 |" in ablation and "| γ = 0 | `loss.gamma=0` | 1 |" in ablation
+    long = (results / "study_long.md").read_text()
+    assert "matrix_ssl (" in long and "60 minutes" in long
+    for metrics in runs.glob("*_m0.01_*/metrics.json"):
+        assert json.loads(metrics.read_text())["global_step"] >= 13
+    finished = {path: path.stat().st_mtime_ns for path in runs.glob("*/metrics.json")}
+    tables = {path.name: path.read_text() for path in results.glob("study_*.md")}
+    # `report` trains nothing and rewrites the same tables.
+    assert study.main(["report", *tiny_study]) == 0
+    assert {path: path.stat().st_mtime_ns for path in runs.glob("*/metrics.json")} == finished
+    table = lambda text: text[text.index("\n|") :]  # noqa: E731
+    for name, text in tables.items():
+        assert table((results / name).read_text()) == table(text), name
