@@ -8,7 +8,7 @@ FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup data lm-model test run bench lint docs
+.PHONY: setup data lm-model test run bench study lint docs
 
 setup: $(STAMP) data
 
@@ -44,6 +44,12 @@ run: setup
 bench: setup
 	$(BIN)/python benchmarks/loss_speed.py
 	$(BIN)/python benchmarks/throughput.py
+
+# The method study (benchmarks/study.py, hours on a 2-core CPU): resumable, so `make study` again continues it.
+# The 60-minute runs (phase long) need an otherwise idle machine: `$(BIN)/python benchmarks/study.py long`.
+STUDY_PHASES ?= tune main ablate
+study: setup data
+	$(BIN)/python benchmarks/study.py $(STUDY_PHASES)
 
 lint: setup
 	$(BIN)/lint-imports

@@ -29,7 +29,15 @@ from typing import Any
 
 from _report import RESULTS, header
 
-from matrixssl.bench import Run, plot_comparison, resolved_settings, run_directory, run_once, summary_table
+from matrixssl.bench import (
+    Run,
+    mean_std,
+    plot_comparison,
+    resolved_settings,
+    run_directory,
+    run_once,
+    summary_table,
+)
 from matrixssl.config import SHIPPED_CONFIGS, flatten, load_config, to_dict
 from matrixssl.errors import MatrixSSLError
 
@@ -278,14 +286,6 @@ def long_runs(study: Study, chosen: dict[str, list[str]], main: list[Run], ablat
         summary_table(runs, {}) + "".join(f"\n![{n}]({p.name})" for n, p in plots.items()),
     )
     return runs
-
-
-def mean_std(values: list[float]) -> str:
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
 def write_table(name: str, title: str, intro: str, table: str) -> None:
