@@ -74,7 +74,10 @@ def _pretrain(args: argparse.Namespace) -> int:
         print(f"matrixssl: interrupted; continue with: {shlex.join(command)}", file=sys.stderr)
         return 130
     if metrics:
-        title = f"{config.loss.method} on {config.data.name}, {plural(metrics['epochs'], 'epoch')}"
+        length = plural(metrics["epochs"], "epoch")
+        if config.trainer.max_minutes is not None:
+            length = f"{config.trainer.max_minutes:g} minutes, {plural(metrics['global_step'], 'step')}"
+        title = f"{config.loss.method} on {config.data.name}, {length}"
         print(summary(title, config.eval.knn_k, metrics, format_duration))
     return 0
 

@@ -427,12 +427,14 @@ def test_a_minutes_budget_plans_the_schedule_for_the_steps_that_fit(
     monkeypatch.setattr(TimeBudget, "clock", staticmethod(lambda: float(next(ticks))))
     output = tmp_path / "run"
     assert main(args(data_dir, output, "trainer.max_minutes=0.05")) == 0
-    assert capsys.readouterr().out.startswith(
+    printed = capsys.readouterr().out
+    assert printed.startswith(
         "pretraining matrix_ssl on fashion-mnist (64 images): 0.05 minutes of steps (schedules planned after "
         "the first steps; 4 steps per epoch)"
     )
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["global_step"] == 23 and metrics["steps_per_epoch"] == 4
+    assert "matrix_ssl on fashion-mnist, 0.05 minutes, 23 steps (" in printed
     last = torch.load(output / "checkpoints" / "last.ckpt", weights_only=False)
     assert last["planned_steps"] == 23
     # The cosine schedule was planned for those 23 steps: it ends at zero.
