@@ -98,7 +98,7 @@ def part_seconds(
             mark()
             teacher = model.teacher_outputs(views[:2], online[:2])
             mark()
-            probe_loss = model._probe_step(features[0].detach(), labels)[0]
+            probe_loss = model.probe_step(features[0].detach(), labels)[0]
             loss = model.loss_from_views(online, teacher)["loss"] + probe_loss
             mark()
         loss.backward()

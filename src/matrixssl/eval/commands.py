@@ -259,12 +259,9 @@ def _print_table(title: str, rows: dict[str, Any]) -> None:
 
 def _class_names(dataset: str) -> tuple[str, ...] | None:
     """The dataset's class names for legends, None where the registry has none (class indices are shown)."""
-    # NOTE: matrixssl.data.class_names is being added to data/registry.py; until then there are no names.
-    # Once it exists, this is `from matrixssl.data import class_names; return class_names(dataset)`.
-    import matrixssl.data
+    from matrixssl.data import class_names
 
-    names = getattr(matrixssl.data, "class_names", None)
-    return names(dataset) if names is not None else None
+    return class_names(dataset)
 
 
 # --- commands --------------------------------------------------------------------------------------------

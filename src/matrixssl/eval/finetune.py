@@ -66,7 +66,7 @@ def finetune(
     device: torch.device | str = "cpu",
 ) -> FinetuneResult:
     """Fine-tune a copy of the backbone plus a zero-initialised linear head on `train[subset]`; top-1 in %."""
-    seed_everything(seed)  # kornia draws the crops from the global generator
+    seed_everything(seed)  # the crops are drawn from the global generator
     backbone = copy.deepcopy(pretrained.backbone).to(device)
     head = zero_linear(feature_width(backbone), pretrained.num_classes).to(device)
     model = nn.Sequential(backbone, head)

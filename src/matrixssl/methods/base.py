@@ -133,7 +133,7 @@ class SSLMethod(L.LightningModule):
         # finite is accumulated on the device, and read back then (and before a checkpoint is written).
         finite = torch.isfinite(loss.detach())
         self._losses_finite = finite if self._losses_finite is None else self._losses_finite & finite
-        probe_loss, probe_top1 = self._probe_step(features[0].detach(), labels)
+        probe_loss, probe_top1 = self.probe_step(features[0].detach(), labels)
         self.log_dict(
             {f"train/{k}": v.detach() for k, v in terms.items()}, on_step=True, on_epoch=True, sync_dist=True
         )
@@ -186,7 +186,7 @@ class SSLMethod(L.LightningModule):
     def on_train_end(self) -> None:
         self._stop_if_diverged()  # nor evaluate them
 
-    def _probe_step(self, features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    def probe_step(self, features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """Cross-entropy and top-1 (%) of the online probe over the batch's labelled images (label -1: an
         unlabelled image, weight 0), computed without reading a value back from the device."""
         labelled = (labels >= 0).float()

@@ -3,7 +3,6 @@ the facts a ``CifarLayout`` holds, so one loader reads both."""
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import numpy as np
 import torch
 
 from matrixssl.data.dataset import ImageDataset, InMemoryDataset
-from matrixssl.data.formats.common import check_native_size, find_archive_folder, head
+from matrixssl.data.formats.common import check_native_size, find_archive_folder, head, load_arrays_pickle
 from matrixssl.errors import MatrixSSLError
 
 
@@ -31,14 +30,17 @@ class CifarLayout:
 
 
 def read_cifar_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 images ``(N, 3, 32, 32)`` and int64 labels from one pickled batch."""
+    """uint8 images ``(N, 3, 32, 32)`` and int64 labels from one pickled batch (unpickled without running code:
+    the file was downloaded by the user)."""
     try:
         with path.open("rb") as f:
-            batch = pickle.load(f, encoding="bytes")
+            batch = load_arrays_pickle(f, path, "a plain CIFAR batch", encoding="bytes")
         data = np.asarray(batch[b"data"], dtype=np.uint8)
         labels = np.asarray(batch[label_key], dtype=np.int64)
         if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.shape != (len(data),):
             raise ValueError(f"data of shape {data.shape} with {labels.shape} labels")
+    except MatrixSSLError:  # a refused global: already names the file
+        raise
     except Exception as err:  # a damaged pickle can fail in many ways; all mean "bad file"
         raise MatrixSSLError(f"corrupt file {path}: {err}; delete it and extract the archive again") from err
     return data.reshape(-1, 3, 32, 32), labels

