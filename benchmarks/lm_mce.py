@@ -30,7 +30,7 @@ from matrixssl.bench import mean_std
 from matrixssl.errors import MatrixSSLError
 from matrixssl.lm.data import SOURCES, Problem, overlap, train_test_problems
 from matrixssl.lm.evaluate import evaluate_accuracy
-from matrixssl.lm.loss import DEFAULT_RIDGE, DEFAULT_TOP_K
+from matrixssl.lm.loss import DEFAULT_RELATION_RIDGE, DEFAULT_RIDGE, DEFAULT_TOP_K, MCE_FORMS
 from matrixssl.lm.model import default_model_file, load_model_and_tokenizer, trainable_parameters
 from matrixssl.lm.train import IGNORE_INDEX, FinetuneConfig, encode_problems, finetune
 from matrixssl.runtime import resolve_precision
@@ -76,8 +76,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-4, help="AdamW peak learning rate")
     parser.add_argument("--warmup-steps", type=int, default=10, help="linear warm-up, then linear decay to 0")
     parser.add_argument("--gamma", type=float, default=1.0, help="weight of the matrix term in CE + MCE")
-    parser.add_argument("--ridge", type=float, default=DEFAULT_RIDGE, help="ridge of Q")
-    parser.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="tokens kept per position in Q")
+    parser.add_argument(
+        "--mce-form", choices=MCE_FORMS, default="embedding", help="reading of the matrix term in CE + MCE"
+    )
+    parser.add_argument(
+        "--ridge",
+        type=float,
+        help=f"ridge of Q (and P) (default: {DEFAULT_RIDGE} embedding, {DEFAULT_RELATION_RIDGE} relation)",
+    )
+    parser.add_argument(
+        "--top-k", type=int, default=DEFAULT_TOP_K, help="tokens kept per position in Q (embedding form)"
+    )
     parser.add_argument(
         "--train-top-layers",
         type=int,
@@ -106,6 +115,7 @@ def finetune_config(args: argparse.Namespace, loss: Loss, seed: int) -> Finetune
         gamma=args.gamma,
         ridge=args.ridge,
         top_k=args.top_k or None,
+        mce_form=args.mce_form,
         steps=args.steps,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -114,6 +124,16 @@ def finetune_config(args: argparse.Namespace, loss: Loss, seed: int) -> Finetune
         seed=seed,
         train_top_layers=args.train_top_layers,
     )
+
+
+def mce_setting(config: FinetuneConfig) -> str:
+    """How the matrix term was computed, for the setup list."""
+    if config.mce_form == "relation":
+        return (
+            f"CE + MCE = CE + γ·relation MCE (batch relation matrices) with γ = {config.gamma:g}, "
+            f"ridge {config.ridge:g} (P and Q), exact log"
+        )
+    return f"CE + MCE = CE + γ·token MCE with γ = {config.gamma:g}, ridge {config.ridge:g}, top_k {config.top_k or 'exact'}"
 
 
 def percent(run: Run, total: int) -> str:
@@ -146,8 +166,7 @@ def markdown(
         f"decay to 0), weight decay {config.weight_decay:g}, gradient clipping {config.max_grad_norm:g}, max "
         f"length {config.max_length}, precision {facts['precision']}; seeds {', '.join(map(str, args.seeds))} (the seed orders the batches; "
         "model and problems are the same)",
-        f"- losses: CE = cross-entropy on the answer tokens; CE + MCE = CE + γ·token MCE with γ = {config.gamma:g}, "
-        f"ridge {config.ridge:g}, top_k {config.top_k or 'exact'}",
+        f"- losses: CE = cross-entropy on the answer tokens; {mce_setting(config)}",
         f"- evaluation (`matrixssl.lm.evaluate_accuracy`): greedy decoding of at most {args.max_new_tokens} new "
         f"tokens, batches of {args.eval_batch_size}, final number (after `####`, else the last one) must equal "
         "the answer",

@@ -1,7 +1,9 @@
 """Matrix cross-entropy for causal language-model fine-tuning (Hugging Face transformers).
 
-The token-level matrix cross-entropy here is this project's own construction (the paper did not publish
-one); `matrixssl.lm.loss` documents it. The loss and the data need only torch (and reasoning-gym for the
+The paper did not publish how tokens enter its matrix cross-entropy; `matrixssl.lm.loss` documents the two
+readings offered here: per-token embedding density matrices (`token_matrix_cross_entropy`, this project's own
+construction, the default) and batch relation matrices of targets and predictions
+(`relation_matrix_cross_entropy`, after the authors' RelationMatch). The loss and the data need only torch (and reasoning-gym for the
 `gsm_symbolic` generator); the model, training and evaluation helpers are imported on first use, and
 transformers only when a model is loaded or a Trainer is built (`pip install 'matrixssl[lm]'`). Fine-tuning
 runs on the Hugging Face Trainer.
@@ -34,7 +36,13 @@ from matrixssl.lm.data import (
     train_test_problems,
     write_jsonl,
 )
-from matrixssl.lm.loss import LMLossTerms, MatrixCrossEntropyLMLoss, token_matrix_cross_entropy
+from matrixssl.lm.loss import (
+    MCE_FORMS,
+    LMLossTerms,
+    MatrixCrossEntropyLMLoss,
+    relation_matrix_cross_entropy,
+    token_matrix_cross_entropy,
+)
 
 _LAZY = {
     "FinetuneConfig": "matrixssl.lm.train",
@@ -63,6 +71,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "MCE_FORMS",
     "SOURCES",
     "LMLossTerms",
     "MatrixCrossEntropyLMLoss",
@@ -75,6 +84,7 @@ __all__ = [
     "load_problems",
     "overlap",
     "read_jsonl",
+    "relation_matrix_cross_entropy",
     "token_matrix_cross_entropy",
     "train_test_problems",
     "write_jsonl",

@@ -21,7 +21,7 @@ from matrixssl.lm.data import (
     read_jsonl,
     write_jsonl,
 )
-from matrixssl.lm.loss import DEFAULT_RIDGE, DEFAULT_TOP_K
+from matrixssl.lm.loss import DEFAULT_RELATION_RIDGE, DEFAULT_RIDGE, DEFAULT_TOP_K, MCE_FORMS
 from matrixssl.lm.train import PRECISIONS
 from matrixssl.runtime import resolve_device, seed_everything, write_json
 
@@ -61,7 +61,8 @@ def add_lm_commands(subparsers: Any) -> None:
         "lm-finetune",
         help="fine-tune a causal LM on math word problems with cross-entropy or + matrix cross-entropy",
         description="Fine-tune a Hugging Face causal LM with --loss ce (cross-entropy) or mce (cross-entropy + "
-        "gamma x token matrix cross-entropy, this project's own token-level construction), with the Hugging "
+        "gamma x matrix cross-entropy in the reading --mce-form: 'embedding', this project's own per-token "
+        "construction, or 'relation', batch relation matrices of targets and predictions), with the Hugging "
         "Face Trainer. Writes OUTPUT_DIR/checkpoint (the final model), train_metrics.json, the training "
         "problems (train.jsonl) and, with --save-every, OUTPUT_DIR/checkpoint-STEP to --resume from.",
     )
@@ -74,13 +75,23 @@ def add_lm_commands(subparsers: Any) -> None:
         "--gamma", type=float, default=1.0, help="weight of the matrix term (default: %(default)s)"
     )
     finetune.add_argument(
-        "--ridge", type=float, default=DEFAULT_RIDGE, help="ridge of Q (default: %(default)s)"
+        "--mce-form",
+        choices=MCE_FORMS,
+        default="embedding",
+        help="reading of the matrix term: embedding (per-token density matrices of the output embedding) or "
+        "relation (N x N relation matrices of the batch's targets and predictions) (default: %(default)s)",
+    )
+    finetune.add_argument(
+        "--ridge",
+        type=float,
+        help=f"ridge of Q (and of P in the relation form) (default: {DEFAULT_RIDGE} for embedding, "
+        f"{DEFAULT_RELATION_RIDGE} for relation)",
     )
     finetune.add_argument(
         "--top-k",
         type=int,
         default=DEFAULT_TOP_K,
-        help="tokens kept per position; 0 = exact (default: %(default)s)",
+        help="tokens kept per position, embedding form only; 0 = exact (default: %(default)s)",
     )
     finetune.add_argument("--steps", type=int, default=100, help="optimizer steps (default: %(default)s)")
     finetune.add_argument(
@@ -156,6 +167,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         gamma=args.gamma,
         ridge=args.ridge,
         top_k=None if args.top_k == 0 else args.top_k,
+        mce_form=args.mce_form,
         steps=args.steps,
         batch_size=args.batch_size,
         grad_accum=args.grad_accum,
@@ -181,8 +193,9 @@ def run_finetune(args: argparse.Namespace) -> int:
     seconds = summary["seconds_per_step"]
     timing = f", {seconds:.2f} s/step" if seconds is not None else ""
     resumed = f" (resumed at step {summary['resumed_from_step']})" if args.resume else ""
+    form = f", {config.mce_form} form" if config.loss == "mce" else ""
     print(
-        f"{args.loss} fine-tuning: {summary['steps']} steps{resumed} on {len(problems)} problems, final loss "
+        f"{args.loss} fine-tuning: {summary['steps']} steps{resumed} on {len(problems)} problems{form}, final loss "
         f"{summary['final_loss']:.4f}{timing}  ->  {output_dir / 'checkpoint'}"
     )
     return 0

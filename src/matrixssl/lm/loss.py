@@ -1,7 +1,15 @@
-"""Token-level matrix cross-entropy for causal language models.
+"""Matrix cross-entropy for causal language models, in two readings.
 
 The paper fine-tunes a language model with a matrix cross-entropy loss but did not publish the token-level
-construction. What follows is this project's own reading of it, documented so that it can be checked:
+construction. This module offers two readings, selected by `MatrixCrossEntropyLMLoss(form=...)`:
+
+- `"embedding"` (the default): per-position density matrices in the output-embedding space, described below
+  (`token_matrix_cross_entropy`);
+- `"relation"`: the batch relation matrices of the authors' earlier RelationMatch, one-hot targets against
+  predicted distributions over the N supervised positions of a batch (`relation_matrix_cross_entropy`, whose
+  docstring has the details).
+
+The embedding reading, this project's own construction, documented so that it can be checked:
 
 For a supervised position with target token y, predicted distribution q over the vocabulary and the output
 embedding matrix E (LM head / tied input embeddings) with unit-normalised rows e_i,
@@ -37,8 +45,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import NamedTuple
+from contextlib import contextmanager, nullcontext
+from typing import Any, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -46,12 +54,18 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from matrixssl.errors import MatrixSSLError
-from matrixssl.functional import full_precision, matrix_log
+from matrixssl.functional import full_precision, matrix_cross_entropy, matrix_log, taylor_log_coefficients
 
 DEFAULT_RIDGE = 0.01
 DEFAULT_TOP_K = 32
+# Ridge of both P and Q in the relation reading; see `relation_matrix_cross_entropy` for why.
+DEFAULT_RELATION_RIDGE = 1e-3
+MCEForm = Literal["embedding", "relation"]
+MCE_FORMS: tuple[MCEForm, ...] = ("embedding", "relation")
 # Elements of intermediate storage one chunk of positions may use (float32: 4 bytes each, so ~128 MB).
 _CHUNK_ELEMENTS = 1 << 25
+# Largest N x N eigendecomposition of the relation reading run on one CPU thread.
+_ONE_THREAD_EIGH = 1024
 
 
 def _check_settings(ridge: float, top_k: int | None, chunk_size: int | None = None) -> None:
@@ -347,6 +361,171 @@ def _top_k_path(
     return torch.cat(log_terms), zero_mass, torch.cat(z_sq_norms)
 
 
+# ---- the relation reading ----
+
+
+def _check_relation_settings(ridge_p: float, ridge_q: float, taylor_order: int | None) -> None:
+    for name, value in (("ridge_p", ridge_p), ("ridge_q", ridge_q)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+            raise MatrixSSLError(f"{name} must be a non-negative number, got {value!r}")
+    if taylor_order is not None and (
+        isinstance(taylor_order, bool) or not isinstance(taylor_order, int) or taylor_order < 1
+    ):
+        raise MatrixSSLError(
+            f"taylor_order must be None (exact log) or a positive integer, got {taylor_order!r}"
+        )
+    if taylor_order is None and ridge_q == 0:
+        raise MatrixSSLError(
+            "ridge_q must be positive with the exact log (F Fᵀ/N alone is singular when two positions predict "
+            "alike or N > V); only the Taylor series (taylor_order) accepts ridge_q = 0"
+        )
+
+
+def _prediction_rows(logits: Tensor, coordinates: Tensor, dtype: torch.dtype) -> Tensor:
+    return full_precision(_rows(logits, coordinates)).to(dtype).softmax(-1)
+
+
+def _position_gram(logits: Tensor, coordinates: Tensor, dtype: torch.dtype) -> Tensor:
+    """F Fᵀ (N x N), F the predicted distributions of the supervised positions."""
+    f = _prediction_rows(logits, coordinates, dtype)
+    return f @ f.T
+
+
+def _vocabulary_grams(
+    logits: Tensor, coordinates: Tensor, group: Tensor, groups: int, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
+    """Fᵀ F (V x V) and H = Yᵀ F (groups x V, row c the summed predictions of the positions with target c)."""
+    f = _prediction_rows(logits, coordinates, dtype)
+    summed = f.new_zeros(groups, f.shape[-1]).index_add(0, group, f)
+    return f.T @ f, summed
+
+
+def _maybe_checkpointed(fn: Any, *args: Any) -> Any:
+    """`fn(*args)`, recomputed in the backward pass when a gradient is wanted: only the logits (alive anyway)
+    are kept, not the N x V probabilities."""
+    logits = args[0]
+    if torch.is_grad_enabled() and logits.requires_grad:
+        return checkpoint(fn, *args, use_reentrant=False)
+    return fn(*args)
+
+
+def relation_matrix_cross_entropy(
+    logits: Tensor,
+    labels: Tensor,
+    *,
+    ridge_p: float = DEFAULT_RELATION_RIDGE,
+    ridge_q: float = DEFAULT_RELATION_RIDGE,
+    taylor_order: int | None = None,
+    ignore_index: int = -100,
+) -> Tensor:
+    """MCE(P, Q) = tr(-P log Q + Q) between the batch relation matrices of targets and predictions.
+
+    The reading of RelationMatch (same authors): over the N positions whose label is not `ignore_index`, with
+    Y the one-hot targets (N x V) and F = softmax(logits) (N x V),
+
+        P = (1/N) Y Yᵀ + ridge_p·I_N,   Q = (1/N) F Fᵀ + ridge_q·I_N.
+
+    P says which positions share a target token; Q how much their predicted distributions overlap. P is a
+    constant (no gradient). P only sees which targets are equal, not which tokens they are, so it complements
+    cross-entropy rather than replacing it. `logits` (..., V) predict `labels` (...) at the same index, as in
+    `token_matrix_cross_entropy`: shift them before calling for a causal LM. Returns a 0-d tensor, float32
+    (float64 for float64 logits), also under autocast.
+
+    Defaults: equal ridges, so predicting every target with certainty (F = Y) gives Q = P, the minimiser of
+    MCE(P, ·): the term then agrees with cross-entropy about what is right. The ridge keeps Q positive definite
+    (log Q finite, gradients bounded by about 1/ridge_q) and is kept small against 1/N, the weight of one
+    position in P, so that tokens repeated a few times in a batch still stand out from the ridge.
+
+    `taylor_order=None` takes the exact log (eigendecomposition of the symmetric Q, differentiated with
+    divided differences so that repeated eigenvalues are safe); `taylor_order=n` takes the series
+    log Q ≈ Σ_{k=1..n} (-1)^{k+1} (Q - I)^k / k, accurate only while the spectrum of Q stays well inside
+    (0, 2), i.e. with ridges near 1 (small ridges leave eigenvalues near 0, where the series is poor).
+
+    How it stays cheap: nothing of size V x V is built when N ≤ V (every language-model batch), and Y Yᵀ is
+    the "same target" indicator, built by comparing labels, never as a one-hot N x V tensor. The exact log
+    needs the eigenvectors of Q, so it works on the N x N Gram F Fᵀ: O(N²V) for the Gram and O(N³) for the
+    eigendecomposition. The series only needs traces, tr(P (F Fᵀ/N)^j) = ridge_p·tr(S^j) + ⟨Y Yᵀ/N, S^j⟩ on
+    whichever Gram is smaller (S = F Fᵀ/N, or FᵀF/N with Yᵀ F in place of Y Yᵀ when V < N). The N x V
+    probabilities are recomputed in the backward pass rather than stored.
+    """
+    _check_relation_settings(ridge_p, ridge_q, taylor_order)
+    return _relation_mce(logits, labels, ridge_p, ridge_q, taylor_order, ignore_index)
+
+
+def _relation_mce(
+    logits: Tensor,
+    labels: Tensor,
+    ridge_p: float,
+    ridge_q: float,
+    taylor_order: int | None,
+    ignore_index: int,
+) -> Tensor:
+    """`relation_matrix_cross_entropy` with its settings already checked."""
+    if logits.dim() < 2 or labels.shape != logits.shape[:-1]:
+        raise MatrixSSLError(
+            f"labels must have the shape of logits without its last (vocabulary) dimension, "
+            f"got logits {tuple(logits.shape)} and labels {tuple(labels.shape)}"
+        )
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise MatrixSSLError(f"labels must be integer token ids, got dtype {labels.dtype}")
+    vocabulary = logits.shape[-1]
+    labels = labels.to(logits.device)
+    positions = _supervised_positions(labels, ignore_index, vocabulary)
+    n = positions.numel()
+    if n == 0:
+        raise MatrixSSLError(f"no supervised positions: every label is ignore_index={ignore_index}")
+    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    coordinates = torch.stack(torch.unravel_index(positions, tuple(logits.shape[:-1])))
+    targets = labels.reshape(-1)[positions]
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        if taylor_order is not None and vocabulary < n:
+            return _relation_taylor_vocabulary_side(
+                logits, coordinates, targets, ridge_p, ridge_q, taylor_order, dtype
+            )
+        eye = torch.eye(n, dtype=dtype, device=logits.device)
+        same_target = (targets.unsqueeze(0) == targets.unsqueeze(1)).to(dtype)  # Y Yᵀ
+        p = same_target / n + ridge_p * eye
+        q = _maybe_checkpointed(_position_gram, logits, coordinates, dtype) / n + ridge_q * eye
+        if taylor_order is None:
+            # Up to this size one thread is no slower, and immune to busy cores (see _small_linalg_threads).
+            small = n <= _ONE_THREAD_EIGH
+            with _small_linalg_threads(logits.device) if small else nullcontext():
+                return matrix_cross_entropy(p, q)
+        return matrix_cross_entropy(p, q, method="taylor", order=taylor_order)
+
+
+def _relation_taylor_vocabulary_side(
+    logits: Tensor,
+    coordinates: Tensor,
+    targets: Tensor,
+    ridge_p: float,
+    ridge_q: float,
+    order: int,
+    dtype: torch.dtype,
+) -> Tensor:
+    """The series on the V x V side (V < N): with A = F/√N, S = AᵀA and log Q ≈ Σ_j a_j (AAᵀ)^j,
+
+    tr(P (AAᵀ)^0) = tr P = 1 + ridge_p·N,  tr(P (AAᵀ)^j) = ridge_p·tr(S^j) + ⟨HᵀH/N², S^{j-1}⟩ (j ≥ 1),
+
+    with H = Yᵀ F, because tr(Y Yᵀ (AAᵀ)^j)/N = tr(S^{j-1} Aᵀ Y Yᵀ A)/N and Aᵀ Y = Hᵀ/√N; and
+    tr Q = tr S + ridge_q·N.
+    """
+    n = targets.numel()
+    kinds, group = torch.unique(targets, return_inverse=True)
+    gram, summed = _maybe_checkpointed(_vocabulary_grams, logits, coordinates, group, kinds.numel(), dtype)
+    s = gram / n
+    pair = summed.T @ summed / (n * n)  # Aᵀ Y Yᵀ A / N
+    coefficients = taylor_log_coefficients(order, ridge_q - 1.0)
+    trace_p = 1.0 + ridge_p * n
+    total = coefficients[0] * trace_p + s.new_zeros(())
+    power = torch.eye(s.shape[0], dtype=s.dtype, device=s.device)  # S^{j-1}
+    for j in range(1, order + 1):
+        term = (pair * power).sum()  # ⟨HᵀH/N², S^{j-1}⟩ (both symmetric)
+        power = power @ s
+        total = total + coefficients[j] * (ridge_p * power.diagonal().sum() + term)
+    return -total + s.diagonal().sum() + ridge_q * n
+
+
 class LMLossTerms(NamedTuple):
     """The optimised total and its two parts (means over supervised positions), for logging."""
 
@@ -356,38 +535,59 @@ class LMLossTerms(NamedTuple):
 
 
 class MatrixCrossEntropyLMLoss(nn.Module):
-    """Cross-entropy + gamma × mean token matrix cross-entropy; `gamma=0` is exactly cross-entropy.
+    """Cross-entropy + gamma × matrix cross-entropy; `gamma=0` is exactly cross-entropy.
 
-    The matrix term is this project's own token-level construction (see `token_matrix_cross_entropy`); the
-    paper reports such a loss for Llemma-7B on MetaMathQA without publishing how tokens enter it.
+    `form` picks the reading of the matrix term (the paper reports such a loss for Llemma-7B on MetaMathQA
+    without publishing how tokens enter it):
+
+    - `"embedding"`: the mean over supervised positions of `token_matrix_cross_entropy` (this project's own
+      construction; needs the output embedding, uses `ridge` and `top_k`);
+    - `"relation"`: `relation_matrix_cross_entropy` over the batch's supervised positions, with
+      ridge_p = ridge_q = `ridge` (equal, so that certain correct predictions reach the minimum; exact log;
+      `top_k` is not used).
+
+    `ridge=None` takes the form's default (`DEFAULT_RIDGE`, `DEFAULT_RELATION_RIDGE`).
 
     Usage::
 
         loss_fn = MatrixCrossEntropyLMLoss(gamma=1.0, ridge=0.01, top_k=32)
         logits = model(input_ids).logits[:, :-1]
         loss = loss_fn(logits, labels[:, 1:], model.get_output_embeddings().weight)
+        relation = MatrixCrossEntropyLMLoss(gamma=1.0, form="relation")
+        loss = relation(logits, labels[:, 1:])
     """
 
     def __init__(
         self,
         gamma: float = 1.0,
-        ridge: float = DEFAULT_RIDGE,
+        ridge: float | None = None,
         top_k: int | None = DEFAULT_TOP_K,
         ignore_index: int = -100,
         chunk_size: int | None = None,
+        form: MCEForm = "embedding",
     ) -> None:
         super().__init__()
         if not gamma >= 0 or not math.isfinite(gamma):
             raise MatrixSSLError(f"gamma must be a non-negative number, got {gamma!r}")
+        if form not in MCE_FORMS:
+            raise MatrixSSLError(f"the MCE form must be 'embedding' or 'relation', got {form!r}")
+        if ridge is None:
+            ridge = DEFAULT_RELATION_RIDGE if form == "relation" else DEFAULT_RIDGE
         _check_settings(ridge, top_k, chunk_size)
         self.gamma = gamma
         self.ridge = ridge
         self.top_k = top_k
         self.ignore_index = ignore_index
         self.chunk_size = chunk_size
+        self.form: MCEForm = form
+
+    @property
+    def needs_embedding(self) -> bool:
+        """Whether `terms` needs the output embedding weight (the embedding form with gamma > 0)."""
+        return self.gamma > 0 and self.form == "embedding"
 
     def terms(self, logits: Tensor, labels: Tensor, embedding_weight: Tensor | None = None) -> LMLossTerms:
-        """Total loss and its parts; `embedding_weight` may be None only when gamma is 0."""
+        """Total loss and its parts; `embedding_weight` may be None unless `needs_embedding`."""
         vocabulary = logits.shape[-1]
         with torch.autocast(device_type=logits.device.type, enabled=False):
             flat_logits = full_precision(logits.reshape(-1, vocabulary))
@@ -399,11 +599,14 @@ class MatrixCrossEntropyLMLoss(nn.Module):
             cross_entropy = F.cross_entropy(flat_logits, flat_labels, ignore_index=self.ignore_index)
         if self.gamma == 0:
             return LMLossTerms(cross_entropy, cross_entropy.detach(), cross_entropy.new_zeros(()))
-        if embedding_weight is None:
-            raise ValueError("embedding_weight (the output embedding) is needed when gamma > 0")
-        matrix_term = _token_mce(
-            logits, labels, embedding_weight, self.ridge, self.top_k, self.ignore_index, self.chunk_size
-        ).mean()
+        if self.form == "relation":
+            matrix_term = _relation_mce(logits, labels, self.ridge, self.ridge, None, self.ignore_index)
+        else:
+            if embedding_weight is None:
+                raise ValueError("embedding_weight (the output embedding) is needed when gamma > 0")
+            matrix_term = _token_mce(
+                logits, labels, embedding_weight, self.ridge, self.top_k, self.ignore_index, self.chunk_size
+            ).mean()
         total = cross_entropy + self.gamma * matrix_term.to(cross_entropy.dtype)
         return LMLossTerms(total, cross_entropy.detach(), matrix_term.detach())
 
@@ -411,4 +614,5 @@ class MatrixCrossEntropyLMLoss(nn.Module):
         return self.terms(logits, labels, embedding_weight).total
 
     def extra_repr(self) -> str:
-        return f"gamma={self.gamma}, ridge={self.ridge}, top_k={self.top_k}, ignore_index={self.ignore_index}"
+        top_k = f", top_k={self.top_k}" if self.form == "embedding" else ""
+        return f"form={self.form!r}, gamma={self.gamma}, ridge={self.ridge}{top_k}, ignore_index={self.ignore_index}"

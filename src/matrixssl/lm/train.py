@@ -1,10 +1,10 @@
-"""Fine-tuning a causal LM with cross-entropy or cross-entropy + token matrix cross-entropy, on the Hugging Face
+"""Fine-tuning a causal LM with cross-entropy or cross-entropy + matrix cross-entropy, on the Hugging Face
 Trainer (accelerate underneath: device placement, mixed precision, accumulation, clipping, the linear schedule,
 checkpoints and resuming).
 
 What is added here is what the Trainer does not do by itself:
-- the loss: `compute_loss` scores shifted logits with `MatrixCrossEntropyLMLoss`, which needs the LM head's
-  weight, and reports its cross-entropy and matrix terms;
+- the loss: `compute_loss` scores shifted logits with `MatrixCrossEntropyLMLoss` (whose embedding form needs the
+  LM head's weight) and reports its cross-entropy and matrix terms;
 - the examples: a training example is `format_prompt(question)` + `format_target(solution)` + EOS, and only
   the answer tokens (and EOS) are supervised; the prompt and the padding carry label -100;
 - a per-step record (loss terms, seconds per step) kept in the Trainer's log history, so a resumed run's
@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from matrixssl.errors import MatrixSSLError
 from matrixssl.lm.data import Problem, format_prompt, format_target
-from matrixssl.lm.loss import DEFAULT_RIDGE, DEFAULT_TOP_K, LMLossTerms, MatrixCrossEntropyLMLoss
+from matrixssl.lm.loss import DEFAULT_TOP_K, LMLossTerms, MatrixCrossEntropyLMLoss, MCEForm
 from matrixssl.lm.model import (
     output_embedding_weight,
     progress_bars,
@@ -62,13 +62,16 @@ def _check_int(name: str, value: object, minimum: int) -> None:
 @dataclass(frozen=True)
 class FinetuneConfig:
     """Fine-tuning settings, checked once when the config is made; `loss="ce"` is plain cross-entropy,
-    `"mce"` adds gamma × token MCE. `precision` takes the runtime's names (`auto` follows
+    `"mce"` adds gamma × MCE in the reading `mce_form` (`MatrixCrossEntropyLMLoss`: "embedding" per token,
+    "relation" over the batch). `ridge=None` becomes the form's default when the config is made; `top_k`
+    applies to the embedding form only. `precision` takes the runtime's names (`auto` follows
     `runtime.resolve_precision`)."""
 
     loss: Literal["ce", "mce"] = "mce"
     gamma: float = 1.0
-    ridge: float = DEFAULT_RIDGE
+    ridge: float | None = None
     top_k: int | None = DEFAULT_TOP_K
+    mce_form: MCEForm = "embedding"
     steps: int = 100
     batch_size: int = 8
     grad_accum: int = 1
@@ -98,14 +101,16 @@ class FinetuneConfig:
             raise MatrixSSLError("weight_decay and max_grad_norm must be >= 0 (max_grad_norm 0: no clipping)")
         if self.precision not in PRECISIONS:
             raise MatrixSSLError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        MatrixCrossEntropyLMLoss(self.gamma, self.ridge, self.top_k)  # its constructor checks these three
+        # The loss's constructor checks gamma, ridge, top_k and the form, and resolves ridge=None.
+        loss = MatrixCrossEntropyLMLoss(self.gamma, self.ridge, self.top_k, form=self.mce_form)
+        object.__setattr__(self, "ridge", loss.ridge)
 
 
 def make_loss(config: FinetuneConfig) -> MatrixCrossEntropyLMLoss:
     """The loss module of a config: gamma 0 (exactly cross-entropy) when `loss="ce"`."""
     gamma = config.gamma if config.loss == "mce" else 0.0
     return MatrixCrossEntropyLMLoss(
-        gamma=gamma, ridge=config.ridge, top_k=config.top_k, ignore_index=IGNORE_INDEX
+        gamma=gamma, ridge=config.ridge, top_k=config.top_k, ignore_index=IGNORE_INDEX, form=config.mce_form
     )
 
 
@@ -167,7 +172,7 @@ def _forward_terms(
     model: nn.Module, batch: dict[str, Tensor], loss_fn: MatrixCrossEntropyLMLoss
 ) -> tuple[LMLossTerms, Any]:
     outputs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-    weight = output_embedding_weight(model) if loss_fn.gamma > 0 else None
+    weight = output_embedding_weight(model) if loss_fn.needs_embedding else None
     return loss_fn.terms(outputs.logits[:, :-1], batch["labels"][:, 1:], weight), outputs
 
 
