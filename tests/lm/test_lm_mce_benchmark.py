@@ -1,7 +1,9 @@
-"""benchmarks/lm_mce.py end to end on the tiny random Llama of the LM tests: the results page and its numbers."""
+"""benchmarks/lm_mce.py: per-seed data, the γ search, stored and reused runs, and the results page (end to end on
+the tiny random Llama of the LM tests, and with hand-made runs)."""
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -9,28 +11,39 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("transformers")
-pytest.importorskip("tokenizers")
-
-from matrixssl.errors import MatrixSSLError  # noqa: E402
-from matrixssl.lm.data import Problem  # noqa: E402
-from matrixssl.lm.model import load_model_and_tokenizer  # noqa: E402
+from matrixssl.errors import MatrixSSLError
+from matrixssl.lm.data import Problem, generate_problems
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+CELL = r"(\d+\.\d\d) \((\d+)/(\d+)\)"  # an accuracy cell: percent (correct/total)
 
 
-def table_row(text: str, section: str, first_cell: str) -> list[str]:
-    """The cells of the row starting with `first_cell` in the table under the heading `## {section}...`."""
-    part = text.split(f"## {section}", 1)[1].split("\n## ", 1)[0]
-    (line,) = [line for line in part.splitlines() if line.startswith(f"| {first_cell} |")]
-    return [cell.strip() for cell in line.strip("|").split("|")]
+def table_row(text: str, task: str, section: str, name: str) -> list[str]:
+    """The cells of the row named `name` (or `name (...)`) in the table under `### {section}` of `## {task}`."""
+    part = text.split(f"\n## {task}\n", 1)[1].split("\n## ", 1)[0]
+    part = part.split(f"\n### {section}", 1)[1].split("\n### ", 1)[0]
+    rows = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in part.splitlines()
+        if line.startswith("|")
+    ]
+    (row,) = [row for row in rows if row[0] == name or row[0].startswith(f"{name} (")]
+    return row
+
+
+def accuracy(cell: str) -> float:
+    match = re.fullmatch(CELL, cell.removesuffix(" **picked**"))
+    assert match, cell
+    value, correct, total = match.groups()
+    assert float(value) == pytest.approx(100 * int(correct) / int(total))
+    return float(value)
 
 
 @pytest.fixture
 def lm_mce(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
-    """The benchmark script as a module, writing its results into tmp_path."""
+    """The benchmark script as a module, writing its page into tmp_path."""
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     import _report
     import lm_mce
@@ -39,119 +52,258 @@ def lm_mce(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     return lm_mce
 
 
-@pytest.mark.parametrize("top_layers", [None, 1])
-def test_runs_end_to_end(
+@pytest.mark.parametrize("task", ["arithmetic", "gsm_symbolic"])
+def test_each_seed_draws_its_own_disjoint_data(lm_mce: Any, task: str) -> None:
+    if task == "gsm_symbolic":
+        pytest.importorskip("reasoning_gym")
+    args = lm_mce.parse_args(["--n-train", "30", "--n-test", "10", "--n-val", "5", "--seeds", "2", "0", "1"])
+    data = lm_mce.task_data(args, task)
+    questions = {seed: {p.question for p in data.test[seed]} for seed in args.seeds}
+    trained = {p.question for seed in args.seeds for p in data.train[seed]}
+    assert all(len(data.train[seed]) == 30 and len(questions[seed]) == 10 for seed in args.seeds)
+    assert len({frozenset(q) for q in questions.values()}) == 3  # every seed its own held-out set
+    assert len(trained) == 90  # and its own training set
+    assert not trained & set().union(*questions.values())
+    # the validation slice continues the search seed's (the first seed's) train stream
+    assert data.train[2] + data.validation == generate_problems(task, 35, 2, "train")
+    assert data.train[0] == generate_problems(task, 30, 0, "train")
+    assert (data.max_length, data.max_new_tokens) == lm_mce.TASK_LENGTHS[task]
+
+
+def test_a_shared_question_stops_the_benchmark(lm_mce: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The held-out sets are checked against every training set, not trusted to the generator's exclusion."""
+    real = lm_mce.generate_problems
+    monkeypatch.setattr(
+        lm_mce, "generate_problems", lambda task, n, seed, split, exclude=(): real(task, n, 0)
+    )
+    args = lm_mce.parse_args(["--n-train", "6", "--n-test", "3", "--n-val", "2", "--seeds", "0", "1"])
+    with pytest.raises(MatrixSSLError, match="held-out set of seed 0 and training set of seed 0: 3"):
+        lm_mce.task_data(args, "arithmetic")
+
+
+def fail(*args: Any, **kwargs: Any) -> None:
+    raise AssertionError("nothing should be trained, evaluated or loaded")
+
+
+def test_runs_are_stored_reused_and_reported(
     lm_mce: Any,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     saved_model: Path,
-    top_layers: int | None,
 ) -> None:
-    argv = ["--model", str(saved_model), "--n-train", "12", "--n-test", "5", "--seeds", "0", "--steps", "2"]
-    argv += ["--batch-size", "4", "--lr", "1e-3", "--top-k", "8", "--max-new-tokens", "6", "--device", "cpu"]
-    argv += ["--eval-batch-size", "4", "--output", "out.md"]
-    argv += [] if top_layers is None else ["--train-top-layers", str(top_layers)]
+    runs = tmp_path / "runs"
+    argv = ["--model", str(saved_model), "--tasks", "arithmetic", "--n-train", "8", "--n-test", "4"]
+    argv += ["--n-val", "4", "--seeds", "0", "1", "--gammas", "0.3", "1", "--steps", "2", "--batch-size", "4"]
+    argv += [
+        "--lr",
+        "1e-3",
+        "--top-k",
+        "8",
+        "--max-new-tokens",
+        "6",
+        "--device",
+        "cpu",
+        "--eval-batch-size",
+        "4",
+    ]
+    argv += ["--train-top-layers", "1", "--runs", str(runs), "--output", "out.md"]
     monkeypatch.setattr(sys, "argv", ["benchmarks/lm_mce.py", *argv])
+
+    # --report before any run: every row pending, nothing loaded or trained
+    real = {
+        name: getattr(lm_mce, name) for name in ("finetune", "evaluate_accuracy", "load_model_and_tokenizer")
+    }
+    for name in real:
+        monkeypatch.setattr(lm_mce, name, fail)
+    text = lm_mce.main([*argv, "--report"]).read_text()
+    assert "- runs: 0 of 10 made (10 pending, 0 failed)" in text  # 2 base, 2 CE, 2 x 2 search, 2 picked
+    for name in ("before fine-tuning", "CE"):
+        assert table_row(text, "arithmetic", "Held-out", name)[1:] == ["-", "pending", "pending"]
+    assert (
+        table_row(text, "arithmetic", "Held-out", "CE + relation-MCE")[0]
+        == "CE + relation-MCE (γ search pending)"
+    )
+    assert not runs.exists()
+    for name, function in real.items():
+        monkeypatch.setattr(lm_mce, name, function)
+
+    # the benchmark: 8 fine-tunes (2 x 2 search runs, CE at 2 seeds, each picked form at seed 1)
+    trained = []
+
+    def counting_finetune(model: Any, tokenizer: Any, problems: list[Problem], config: Any) -> Any:
+        trained.append((config.loss, config.mce_form, config.gamma, config.seed, problems[0].question))
+        return real["finetune"](model, tokenizer, problems, config)
+
+    monkeypatch.setattr(lm_mce, "finetune", counting_finetune)
     path = lm_mce.main(argv)
     assert path == tmp_path / "out.md"
     text = path.read_text()
-
-    assert text.startswith("# CE vs CE + matrix cross-entropy fine-tuning")
+    assert len(trained) == 8 == len(set(trained))
+    assert {(loss, seed) for loss, _, _, seed, _ in trained} == {("ce", 0), ("ce", 1), ("mce", 0), ("mce", 1)}
+    assert len({question for *_, seed, question in trained if seed == 0}) == 1
+    assert len({question for _, _, _, _, question in trained}) == 2  # each seed its own training problems
+    assert len(list((runs / "arithmetic").glob("*.json"))) == 10
+    assert "- runs: 10 of 10 made (0 pending, 0 failed)" in text
     assert f"- command: `{Path(sys.executable).name} benchmarks/lm_mce.py {' '.join(argv)}`" in text
-    assert "12 training problems" in text and "5 held-out problems" in text
-    assert "held-out questions also in training, by text: **0**" in text
-    assert "2 steps, batch 4 (0.67 passes" in text and "γ = 1, ridge 0.01, top_k 8" in text
-    model, _ = load_model_and_tokenizer(saved_model)
-    total = sum(p.numel() for p in model.parameters())
-    top = [
-        p for n, p in model.named_parameters() if n.startswith("model.layers.1.") or n == "model.norm.weight"
-    ]
-    trained = total if top_layers is None else sum(p.numel() for p in top)
-    what = "all" if top_layers is None else "top 1 decoder block + final norm"
-    assert f"parameters trained: {what}, {trained:,} of {total:,}" in text
+    assert "2 steps, batch 4 (1.00 passes" in text and "top_k 8" in text and "ridge 0.001 (P and Q)" in text
+    assert "parameters trained: top 1 decoder block + final norm" in text
 
-    # one seed: the mean column is the seed's value; the counts out of 5 match the percentages
-    assert table_row(text, "Held-out", "model") == ["model", "mean ± std over seeds", "seed 0"]
-    before = table_row(text, "Held-out", "before fine-tuning")
-    assert before[2] == "–" and re.fullmatch(r"\d+\.\d\d \(\d/5, evaluated once\)", before[1])
-    accuracy = {}
-    for name in ("CE", "CE + MCE"):
-        _, mean, seed_0 = table_row(text, "Held-out", name)
-        value, correct = re.fullmatch(r"(\d+\.\d\d) \((\d)/5\)", seed_0).groups()  # type: ignore[union-attr]
-        assert float(value) == pytest.approx(100 * int(correct) / 5) and mean == value
-        accuracy[name] = float(value)
-    _, gain, gain_0 = table_row(text, "Held-out", "CE + MCE − CE (same seed)")
-    assert (
-        float(gain_0) == pytest.approx(accuracy["CE + MCE"] - accuracy["CE"])
-        and gain == f"{float(gain_0):.2f}"
+    # the search: CE as reference, then every γ of each form; one picked per form, on the validation slice
+    for form in ("CE + embedding-MCE", "CE + relation-MCE"):
+        part = text.split("### γ search", 1)[1].split("\n### ", 1)[0]
+        rows = [line for line in part.splitlines() if line.startswith(f"| {form} |")]
+        assert len(rows) == 2 and sum("**picked**" in row for row in rows) == 1
+        picked = next(row for row in rows if "**picked**" in row).split("|")[2].strip()
+        name, mean, seed_0, seed_1 = table_row(text, "arithmetic", "Held-out", form)
+        assert name == f"{form} (γ = {picked})"
+        values = [accuracy(seed_0), accuracy(seed_1)]
+        assert mean == f"{sum(values) / 2:.2f} ± {abs(values[0] - values[1]) / 2**0.5:.2f}"
+        _, gain, *gains = table_row(text, "arithmetic", "Difference against CE", form)
+        ce = [accuracy(cell) for cell in table_row(text, "arithmetic", "Held-out", "CE")[2:]]
+        assert [float(g) for g in gains] == pytest.approx([v - c for v, c in zip(values, ce)])
+    reference = table_row(text, "arithmetic", "γ search", "CE")
+    assert reference[0] == "CE (reference)" and accuracy(reference[2]) >= 0 and accuracy(reference[3]) >= 0
+    for cell in table_row(text, "arithmetic", "Held-out", "before fine-tuning")[2:]:
+        assert accuracy(cell) >= 0  # the base model on each seed's held-out set
+    for name in ("CE", "CE + embedding-MCE", "CE + relation-MCE"):
+        _, mean, seed_0, seed_1, train_ce, per_answer, overhead = table_row(text, "arithmetic", "Time", name)
+        # the tiny model's steps take milliseconds; its CE is near log(300)
+        assert float(seed_0) >= 0 and float(per_answer) >= 0 and 3 < float(train_ce) < 7
+        assert overhead == "–" if name == "CE" else re.fullmatch(r"[+-]\d+\.\d%", overhead)
+    assert text.count("\n  - before fine-tuning: `") == 3 and text.count("\n  - CE + relation-MCE (γ = ") == 3
+    record = json.loads(next((runs / "arithmetic").glob("relation_g1_seed0_*.json")).read_text())
+    assert record["key"]["finetune"]["ridge"] == 1e-3 and record["validation"]["total"] == 4
+    assert len(record["scored"]) == 4 and record["total"] == 4
+    assert capsys.readouterr().err.count("loading the model") == 1
+
+    # again: everything is reused, nothing loaded, trained or evaluated; the same page
+    for name in real:
+        monkeypatch.setattr(lm_mce, name, fail)
+    assert lm_mce.main(argv).read_text() == text
+    assert lm_mce.main([*argv, "--report"]).read_text() == text
+
+
+def test_page_numbers_over_three_seeds(lm_mce: Any, tmp_path: Path) -> None:
+    """Means, sample stds, same-seed differences, the γ pick, partial rows and the overhead, worked by hand."""
+    args = lm_mce.parse_args(
+        ["--tasks", "arithmetic", "--n-train", "60", "--n-test", "20", "--runs", str(tmp_path)]
     )
-
-    for name in ("CE", "CE + MCE"):
-        _, mean, seed_0, train_ce, per_answer = table_row(text, "Time per optimizer step", name)
-        # the tiny model's steps take milliseconds: the times may print as 0.00; its CE is near log(300)
-        assert mean == seed_0 and float(seed_0) >= 0 and float(per_answer) >= 0 and 3 < float(train_ce) < 7
-    assert re.search(r"MCE overhead: \*\*[+-]\d+\.\d%\*\* per step", text)
-    assert text.count("\n  - before: `") == 3 and text.count("\n  - CE + MCE: `") == 3
-
-    progress = capsys.readouterr().err
-    for phase in (
-        "overlap 0",
-        "loading the model",
-        "evaluating the base model",
-        "seed 0, CE: fine-tuning 2 steps",
-    ):
-        assert phase in progress
-    assert "seed 0, CE + MCE: accuracy" in progress
-
-
-def test_page_numbers_over_three_seeds(lm_mce: Any) -> None:
-    """Means, sample stds, paired differences and the overhead, against values worked out by hand."""
-    args = lm_mce.parse_args(["--n-test", "20", "--seeds", "0", "1", "2"])
     test = [Problem(f"q{i}", f"#### {i}", str(i)) for i in range(20)]
-    runs = []
-    for seed, (ce, mce) in enumerate([(6, 7), (7, 9), (8, 8)]):  # correct answers out of 20
-        for loss, correct, seconds in (("ce", ce, 4.0 + 0.2 * seed), ("mce", mce, 5.0 + 0.2 * seed)):
-            runs.append(lm_mce.Run(loss, seed, correct / 20, correct, seconds, 0.5, 10.0, ["#### 1"] * 20))
-    facts = {"model_file": "m.gguf", "trained": "all", "train": test * 3, "overlap": 0, "tokens": 48.0}
-    facts |= {"answer_tokens": 19.0, "load": 20.0, "wall": 600.0, "precision": "32-true"}
-    base = {"accuracy": 0.1, "correct": 2, "seconds": 8.0, "predictions": [{"output": "a\nb"}] * 20}
-    text = lm_mce.markdown(args, facts, base, runs, test)
-    assert table_row(text, "Held-out", "CE") == [
-        "CE",
-        "35.00 ± 5.00",
-        "30.00 (6/20)",
-        "35.00 (7/20)",
-        "40.00 (8/20)",
+    sets = {seed: test for seed in (0, 1, 2)}
+    runs = lm_mce.Runs(args, {"arithmetic": lm_mce.TaskData("arithmetic", sets, sets, test, 256, 40)})
+
+    def store(
+        row: str, seed: int, correct: int, seconds: float = 0.0, gamma: float | None = None, valid: int = -1
+    ) -> None:
+        record: dict[str, Any] = {
+            "accuracy": correct / 20,
+            "correct": correct,
+            "total": 20,
+            "eval_seconds": 10.0,
+        }
+        record |= {"outputs": ["a\nb"] * 3, "model_file": "m.gguf"}
+        if row != "base":
+            record |= {
+                "seconds_per_step": seconds,
+                "train_cross_entropy": 0.5,
+                "train_seconds": 50.0,
+                "trained": 10,
+            }
+            record |= {"parameters": 100, "tokens": 48.0, "answer_tokens": 19.0, "precision": "32-true"}
+        if valid >= 0:
+            record["validation"] = {
+                "accuracy": valid / 20,
+                "correct": valid,
+                "total": 20,
+                "eval_seconds": 1.0,
+            }
+        runs._store(lm_mce.Spec("arithmetic", row, seed, gamma), record)
+
+    for seed in range(3):
+        store("base", seed, 2 + seed)  # 10, 15, 20 %: mean 15, std 5
+    for seed, (ce, embedding) in enumerate([(6, 7), (7, 9), (8, 8)]):  # correct answers out of 20
+        store("ce", seed, ce, 4.0 + 0.2 * seed, valid=10 if seed == 0 else -1)
+        if seed:
+            store("embedding", seed, embedding, 5.0 + 0.2 * seed, 0.3)
+    # the search on seed 0: embedding's validation 10, 12, 12 of 20 (a tie: the smaller γ); relation's γ 0.1 failed
+    for gamma, valid, held_out in ((0.1, 10, 5), (0.3, 12, 7), (1.0, 12, 9)):
+        store("embedding", 0, held_out, 5.0, gamma, valid)
+    failure = {"error": "the loss became nan at step 3; lower --lr", "model_file": "m.gguf"}
+    runs._store(lm_mce.Spec("arithmetic", "relation", 0, 0.1), failure)
+    store("relation", 0, 4, 6.3, 0.3, valid=5)
+    store("relation", 0, 4, 6.3, 1.0, valid=9)
+    store("relation", 1, 6, 6.3, 1.0)  # seed 2 not run yet
+    text = lm_mce.markdown(args, runs)
+
+    search = text.split("### γ search", 1)[1].split("\n### ", 1)[0]
+    assert "| CE (reference) | – | 50.00 (10/20) | 30.00 (6/20) | 0.5000 | 4.00 |" in search
+    assert "| CE + embedding-MCE | 0.1 | 50.00 (10/20) | 25.00 (5/20) | 0.5000 | 5.00 |" in search
+    assert "| CE + embedding-MCE | 0.3 | 60.00 (12/20) **picked** | 35.00 (7/20) |" in search
+    assert "| CE + embedding-MCE | 1 | 60.00 (12/20) | 45.00 (9/20) |" in search
+    assert "| CE + relation-MCE | 0.1 | failed | failed | – | – |" in search
+    assert "| CE + relation-MCE | 1 | 45.00 (9/20) **picked** | 20.00 (4/20) |" in search
+    held_out = {name: table_row(text, "arithmetic", "Held-out", name) for name in lm_mce.ROW_NAMES.values()}
+    assert held_out["before fine-tuning"][1:] == [
+        "15.00 ± 5.00",
+        "10.00 (2/20)",
+        "15.00 (3/20)",
+        "20.00 (4/20)",
     ]
-    # 35, 45, 40: mean 40, sample std 5; paired gains +5, +10, 0: mean 5, std 5
-    assert table_row(text, "Held-out", "CE + MCE")[1] == "40.00 ± 5.00"
-    assert table_row(text, "Held-out", "CE + MCE − CE (same seed)") == [
-        "CE + MCE − CE (same seed)", "5.00 ± 5.00", "+5.00", "+10.00", "+0.00"
+    assert held_out["CE"][1:] == ["35.00 ± 5.00", "30.00 (6/20)", "35.00 (7/20)", "40.00 (8/20)"]
+    # embedding at γ 0.3: 35, 45, 40 (seed 0 is the search run)
+    assert held_out["CE + embedding-MCE"][:2] == ["CE + embedding-MCE (γ = 0.3)", "40.00 ± 5.00"]
+    assert held_out["CE + relation-MCE"] == [
+        "CE + relation-MCE (γ = 1)", "25.00 ± 7.07 (2 of 3 seeds)", "20.00 (4/20)", "30.00 (6/20)", "pending"
     ]  # fmt: skip
-    assert table_row(text, "Held-out", "before fine-tuning")[1] == "10.00 (2/20, evaluated once)"
-    assert table_row(text, "Time per optimizer step", "CE")[1:] == [
+    assert table_row(text, "arithmetic", "Difference", "CE + embedding-MCE")[1:] == [
+        "5.00 ± 5.00", "+5.00", "+10.00", "+0.00"
+    ]  # fmt: skip
+    assert table_row(text, "arithmetic", "Difference", "CE + relation-MCE")[1:] == [
+        "-7.50 ± 3.54 (2 of 3 seeds)", "-10.00", "-5.00", "pending"
+    ]  # fmt: skip
+    assert table_row(text, "arithmetic", "Time", "CE")[1:] == [
         "4.20 ± 0.20",
         "4.00",
         "4.20",
         "4.40",
         "0.5000",
         "0.500",
+        "–",
     ]
-    assert "MCE overhead: **+23.8%** per step (5.20 s vs 4.20 s)" in text  # 5.2 / 4.2 - 1
-    assert "Base model evaluation: 0.400 s/answer" in text and "wall time: 10.0 min" in text
-    assert "  - before: `a ⏎ b`" in text
-    assert "(16.00 passes over the training problems)" in text  # 120 steps x batch 8 / 60 problems
-    assert "precision 32-true;" in text
+    assert table_row(text, "arithmetic", "Time", "CE + embedding-MCE")[-1] == "+23.8%"  # 5.2 / 4.2 - 1
+    assert table_row(text, "arithmetic", "Time", "CE + relation-MCE")[1:5] == [
+        "6.30 ± 0.00 (2 of 3 seeds)",
+        "6.30",
+        "6.30",
+        "pending",
+    ]
+    assert table_row(text, "arithmetic", "Time", "CE + relation-MCE")[-1] == "+50.0%"
+    assert "Base model evaluation: 0.500 s/answer." in text
+    # 3 base + 3 CE + 6 search + 2 x 2 other seeds of the picked forms; 30 + 183 + 183 + 120 + 122 + 60 s
+    assert "- runs: 15 of 16 made (1 pending, 1 failed), 11.6 min" in text
+    assert "120 steps, batch 8 (16.00 passes over the training problems)" in text  # 120 x 8 / 60 problems
+    assert "parameters trained: all, 10 of 100" in text and "precision 32-true;" in text
+    assert "48.0 tokens per training example on average, 19.0 of them supervised" in text
+    assert "  - before fine-tuning: `a ⏎ b`" in text and "- q0 (answer 0)" in text
 
 
-def test_bad_sizes_stop_before_loading_anything(lm_mce: Any, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_settings_stop_before_anything_is_made(lm_mce: Any, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(MatrixSSLError, match="steps must be a positive integer, got 0"):
         lm_mce.main(["--model", "/nonexistent", "--steps", "0"])
     with pytest.raises(MatrixSSLError, match="top_k must be None \\(exact\\) or a positive integer"):
         lm_mce.main(["--model", "/nonexistent", "--top-k", "-1"])
-    with pytest.raises(SystemExit) as exit_info:
-        lm_mce.main(["--n-test", "0"])
-    assert (
-        exit_info.value.code == 2 and "--n-test must be a positive integer, got 0" in capsys.readouterr().err
-    )
+    for flags, message in (
+        (["--n-val", "0"], "--n-val must be a positive integer, got 0"),
+        (["--seeds", "0", "0"], "--seeds has a value twice"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            lm_mce.main(flags)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_help_states_the_number_of_runs(lm_mce: Any) -> None:
+    assert lm_mce.run_counts(2, 3, 3) == {
+        "search": 6, "finetunes": 13, "base": 3, "evaluations": 23, "all_finetunes": 26, "all_evaluations": 46
+    }  # fmt: skip
+    assert "13 fine-tunes per task" in lm_mce.EPILOG and "26 in all for 2 tasks" in lm_mce.EPILOG
