@@ -195,7 +195,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     resumed = f" (resumed at step {summary['resumed_from_step']})" if args.resume else ""
     form = f", {config.mce_form} form" if config.loss == "mce" else ""
     print(
-        f"{args.loss} fine-tuning: {summary['steps']} steps{resumed} on {len(problems)} problems{form}, final loss "
+        f"{args.loss} fine-tuning: {summary['steps']} step{'s' * (summary['steps'] != 1)}{resumed} on {len(problems)} problems{form}, final loss "
         f"{summary['final_loss']:.4f}{timing}  ->  {output_dir / 'checkpoint'}"
     )
     return 0
