@@ -53,12 +53,18 @@ def test_summary_table_mean_std_failures_and_references() -> None:
         metrics = {"linear_top1": linear, "knn_top1": 50.0, "feature_effective_rank": 4.0, "epochs": 2}
         return Run("a", seed, Path("x"), metrics=metrics, wall_s=120.0)
 
-    runs = [done(0, 80.0), done(1, 82.0), Run("b", 0, Path("y"), error="exit 2: boom")]
+    runs = [
+        done(0, 80.0),
+        done(1, 82.0),
+        Run("b", 0, Path("y"), error="exit 2: boom"),
+        Run("c", 1, Path("z")),
+    ]
     reference = {"linear_top1": 70.0, "knn_top1": 60.0, "feature_effective_rank": 9.0}
     table = summary_table(runs, {"raw pixels": reference})
     # sample std of (80, 82) is sqrt(2) = 1.41
     assert "| a | 2 | 2 | 2.0 min | 81.00 ± 1.41 | 50.00 ± 0.00 | 4.00 ± 0.00 |" in table
     assert "| b (seed 0) | failed | | | exit 2: boom | | |" in table
+    assert "| c (seed 1) | not run yet | | | | | |" in table  # neither metrics nor an error
     assert "| *raw pixels* (reference) | | 0 | | 70.00 | 60.00 | 9.00 |" in table
 
 

@@ -165,6 +165,8 @@ def summary_table(runs: list[Run], references: dict[str, dict[str, Any]]) -> str
         for run in mine:
             if run.error is not None:
                 lines.append(f"| {method} (seed {run.seed}) | failed | | | {run.error} | | |")
+            elif run.metrics is None:
+                lines.append(f"| {method} (seed {run.seed}) | not run yet | | | | | |")
     for name, report in references.items():
         lines.append(
             f"| *{name}* (reference) | | 0 | | {report['linear_top1']:.2f} | {report['knn_top1']:.2f} | "
