@@ -3,7 +3,6 @@ save, reload the saved directory, evaluate; and `--no-progress` really prints no
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -15,20 +14,14 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("gguf")
 pytest.importorskip("accelerate")
 
-from matrixssl.lm.commands import add_lm_commands  # noqa: E402
 from matrixssl.lm.data import Problem  # noqa: E402
 from matrixssl.lm.evaluate import evaluate_accuracy  # noqa: E402
 from matrixssl.lm.model import drop_quantization_marks, load_model_and_tokenizer  # noqa: E402
 from matrixssl.lm.train import FinetuneConfig, collate, encode_problems, finetune  # noqa: E402
 
+from . import run_command  # noqa: E402
+
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def run_command(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="matrixssl")
-    add_lm_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.run(args))
 
 
 def is_plain_float_model(model: Any) -> bool:

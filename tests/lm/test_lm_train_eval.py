@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,6 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
 from matrixssl.errors import MatrixSSLError  # noqa: E402
-from matrixssl.lm.commands import add_lm_commands  # noqa: E402
 from matrixssl.lm.data import Problem, format_prompt, read_jsonl  # noqa: E402
 from matrixssl.lm.evaluate import evaluate_accuracy, generate_answers, score  # noqa: E402
 from matrixssl.lm.model import default_model_file, load_model_and_tokenizer, trainable_parameters  # noqa: E402
@@ -30,14 +28,9 @@ from matrixssl.lm.train import (  # noqa: E402
     make_trainer,
 )
 
+from . import run_command  # noqa: E402
+
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def run_command(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="matrixssl")
-    add_lm_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.run(args))
 
 
 def test_examples_supervise_only_the_answer(tokenizer: Any, problems: list[Problem]) -> None:

@@ -3,7 +3,6 @@ masking, the Taylor option, errors, the loss module and `lm-finetune --mce-form 
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
@@ -16,6 +15,8 @@ from matrixssl.errors import MatrixSSLError
 from matrixssl.functional import matrix_entropy, matrix_kl
 from matrixssl.lm import MatrixCrossEntropyLMLoss, relation_matrix_cross_entropy
 from matrixssl.lm.loss import DEFAULT_RELATION_RIDGE
+
+from . import run_command
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -251,15 +252,6 @@ def test_config_resolves_the_form_and_its_ridge() -> None:
     assert make_loss(FinetuneConfig(mce_form="relation", ridge=0.02)).ridge == 0.02
     with pytest.raises(MatrixSSLError, match="MCE form"):
         FinetuneConfig(mce_form="other")  # type: ignore[arg-type]
-
-
-def run_command(argv: list[str]) -> int:
-    from matrixssl.lm.commands import add_lm_commands
-
-    parser = argparse.ArgumentParser(prog="matrixssl")
-    add_lm_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.run(args))
 
 
 def test_cli_finetunes_with_the_relation_form(
