@@ -31,6 +31,7 @@ from _report import RESULTS, header
 
 from matrixssl.bench import (
     Run,
+    load_finished,
     mean_std,
     plot_comparison,
     resolved_settings,
@@ -112,11 +113,8 @@ class Study:
         run = Run(
             label or method, seed, run_directory(self.runs, method, seed, resolved_settings(config, every))
         )
-        metrics = run.output / "metrics.json"
-        if metrics.exists():
-            run.metrics = json.loads(metrics.read_text())
-            run.wall_s = float(run.metrics.get("wall_time_s", 0.0))
-        return run  # neither metrics nor an error: not run yet
+        load_finished(run)  # else neither metrics nor an error: not run yet
+        return run
 
 
 def recipe(method: str) -> tuple[Path, list[str]]:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import TINY, mnist_like, write_idx_split
 
-from matrixssl.bench import Run, epochs_done, parse_methods, run_directory, summary_table
+from matrixssl.bench import Run, epochs_done, load_finished, parse_methods, run_directory, summary_table
 from matrixssl.cli import main
 from matrixssl.config import load_config, to_dict
 from matrixssl.errors import MatrixSSLError
@@ -100,6 +100,9 @@ def test_bench_end_to_end_reports_a_crashed_method_and_reuses_finished_runs(tmp_
     # A second identical command reuses the two finished runs (no retraining) and reports the same numbers.
     finished = sorted((tmp_path / "runs" / "fashion-mnist").glob("matrix_ssl_*/metrics.json"))
     stamps = [path.stat().st_mtime_ns for path in finished]
+    reread = Run("matrix_ssl", 0, finished[0].parent)  # what `study.py report` reads, training nothing
+    assert load_finished(reread) and reread.metrics and "train/loss_epoch" in reread.curves
+    assert not load_finished(Run("x", 0, tmp_path / "never-ran"))
     assert main(command) == 1
     assert [path.stat().st_mtime_ns for path in finished] == stamps
     table = lambda text: text[text.index("| method |") :]  # noqa: E731

@@ -102,28 +102,35 @@ def pretrain_command(config: Path, output: Path, seed: int, overrides: list[str]
     return command
 
 
-def execute(run: Run, command: list[str], log: Path) -> None:
-    """Run one pretraining process (or reuse its finished result); record metrics or the error line."""
+def load_finished(run: Run) -> bool:
+    """Fill `run` from its folder (metrics.json, and the curves of every start and resume of its training);
+    False when the run has not finished."""
     metrics_file = run.output / "metrics.json"
-    if metrics_file.exists():
-        run.metrics = json.loads(metrics_file.read_text())
-    else:
-        started = time.perf_counter()
-        run.output.mkdir(parents=True, exist_ok=True)
-        with open(log, "w") as handle:
-            status = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, check=False).returncode
-        run.wall_s = time.perf_counter() - started
-        if status != 0 or not metrics_file.exists():
-            lines = [line for line in log.read_text().splitlines() if line.strip()]
-            run.error = f"exit {status}: {lines[-1][:200] if lines else 'no output'} (log: {log})"
-            return
-        run.metrics = json.loads(metrics_file.read_text())
+    if not metrics_file.exists():
+        return False
+    run.metrics = json.loads(metrics_file.read_text())
     run.wall_s = float(run.metrics.get("wall_time_s", run.wall_s))
     from matrixssl.plots import read_epoch_curves
+    from matrixssl.train import log_histories
 
-    csv = Path(run.metrics["logs"]) / "metrics.csv"
-    if csv.exists():
-        run.curves = read_epoch_curves(csv)
+    histories = log_histories(run.output)
+    if histories:
+        run.curves = read_epoch_curves(*histories)
+    return True
+
+
+def execute(run: Run, command: list[str], log: Path) -> None:
+    """Run one pretraining process (or reuse its finished result); record metrics or the error line."""
+    if load_finished(run):
+        return
+    started = time.perf_counter()
+    run.output.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as handle:
+        status = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, check=False).returncode
+    run.wall_s = time.perf_counter() - started
+    if status != 0 or not load_finished(run):
+        lines = [line for line in log.read_text().splitlines() if line.strip()]
+        run.error = f"exit {status}: {lines[-1][:200] if lines else 'no output'} (log: {log})"
 
 
 def epochs_done(metrics: dict[str, Any]) -> str:
