@@ -1,9 +1,11 @@
 """Training-step time against its hardware floor, with where the rest goes, for the quick and two-view configs.
 
 "step": the real training step under Lightning (views, every online branch, the teacher, loss and probe,
-backward, optimiser step, EMA update), the median interval between batch starts. "floor": what no
-implementation can avoid, measured alone on the same batch at the same precision: the backbone's forward and
-backward on every view plus the teacher backbone's forward on the two global views. The parts are the same step
+backward, optimiser step, EMA update), the interval between batch starts. "floor": what no implementation can
+avoid, at the same batch shapes and precision: the backbone's forward and backward on every view plus the teacher
+backbone's forward on the two global views. Each step is paired with a floor run right after it, and the ratio
+is the median of the per-step ratios, so that a machine whose speed drifts (shared or throttled CPUs) moves
+both sides of each ratio together. The parts are the same step
 run by hand with a timer around each part (the host waits for the device at each boundary, so on a GPU
 they add up to a little more than the step).
 
@@ -38,19 +40,60 @@ def _wait(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-class StepTimer(L.Callback):
-    def __init__(self) -> None:
+def teacher_backbone_of(model: SSLMethod) -> Callable[[Tensor], Tensor]:
+    return model.teacher.module[0] if model.teacher is not None else model.backbone  # type: ignore[index]
+
+
+def floor_work(model: SSLMethod, views: list[Tensor], precision: str, device: torch.device) -> None:
+    """The floor: backbone forward+backward on every view, teacher backbone forward on the two global views."""
+    teacher_backbone = teacher_backbone_of(model)
+    with autocast(precision, device):
+        total = sum(model.backbone(v).float().sum() for v in views)
+        if model.uses_teacher:
+            with torch.no_grad():
+                for v in views[:2]:
+                    teacher_backbone(v)
+    total.backward()  # type: ignore[union-attr]
+    model.zero_grad(set_to_none=True)
+
+
+class PairedFloorTimer(L.Callback):
+    """Times each Lightning step and, right after it, the floor on a batch of the same shapes, so that each
+    step is paired with a floor measured in the same machine state (a shared or throttled CPU drifts by tens
+    of percent between minutes). The floor's own time is taken out of the interval between batch starts."""
+
+    def __init__(self, precision: str) -> None:
+        self.precision = precision
         self.starts: list[float] = []
+        self.inserted: list[float] = []
+        self.floors: list[float] = []
 
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
         _wait(trainer.strategy.root_device)
         self.starts.append(time.perf_counter())
 
+    def on_train_batch_end(
+        self, trainer: L.Trainer, model: L.LightningModule, outputs: Any, batch: Any, *_: Any
+    ) -> None:
+        device = trainer.strategy.root_device
+        _wait(device)
+        begin = time.perf_counter()
+        with torch.no_grad(), autocast(self.precision, device):
+            views = [v.detach() for v in model.make_views(batch)[0]]  # type: ignore[operator]
+        _wait(device)
+        floor_start = time.perf_counter()
+        floor_work(model, views, self.precision, device)  # type: ignore[arg-type]
+        _wait(device)
+        end = time.perf_counter()
+        self.floors.append(end - floor_start)
+        self.inserted.append(end - begin)
+
 
 def lightning_step_seconds(
     model: SSLMethod, loader: DataLoader, steps: int, warmup: int, precision: str
-) -> float:
-    timer = StepTimer()
+) -> tuple[float, float, float]:
+    """Median step and floor seconds, and the median of the per-step ratios."""
+    timer = PairedFloorTimer(precision)
     trainer = L.Trainer(
         max_steps=steps + warmup + 1,
         precision=precision,  # type: ignore[arg-type]
@@ -64,8 +107,11 @@ def lightning_step_seconds(
         callbacks=[timer],
     )
     trainer.fit(model, loader)
-    times = timer.starts[warmup:]
-    return statistics.median(b - a for a, b in zip(times, times[1:]))
+    starts = timer.starts[warmup:]
+    steps_s = [b - a - inserted for a, b, inserted in zip(starts, starts[1:], timer.inserted[warmup:])]
+    floors = timer.floors[warmup : warmup + len(steps_s)]
+    ratios = [step / floor for step, floor in zip(steps_s, floors)]
+    return statistics.median(steps_s), statistics.median(floors), statistics.median(ratios)
 
 
 def part_seconds(
@@ -75,9 +121,6 @@ def part_seconds(
     the floor's work on the same views, so that both see the machine in the same state."""
     device = next(model.parameters()).device
     optimizer = model.configure_optimizers()["optimizer"]
-    teacher_backbone: Callable[[Tensor], Tensor] = (
-        model.teacher.module[0] if model.teacher is not None else model.backbone  # type: ignore[index]
-    )
     model.train()
     samples: dict[str, list[float]] = {part: [] for part in PARTS}
     floors: list[float] = []
@@ -107,15 +150,8 @@ def part_seconds(
         optimizer.zero_grad(set_to_none=True)
         model.on_train_batch_end(None, batch, index)
         mark()
-        with autocast(precision, device):
-            total = sum(model.backbone(v).float().sum() for v in views)
-            if model.uses_teacher:
-                with torch.no_grad():
-                    for v in views[:2]:
-                        teacher_backbone(v)
-        total.backward()  # type: ignore[union-attr]
+        floor_work(model, [v.detach() for v in views], precision, device)
         mark()
-        model.zero_grad(set_to_none=True)
         if index >= warmup:
             for part, start, end in zip(PARTS, marks, marks[1:]):
                 samples[part].append(end - start)
@@ -133,16 +169,18 @@ def measure(config: Config, name: str, args: argparse.Namespace) -> dict[str, An
     torch.manual_seed(0)
     model = build_method(config, info=data.info, steps_per_epoch=steps_per_epoch)
     loader = DataLoader(data, batch_size=args.batch_size, shuffle=True, drop_last=True)
-    step = lightning_step_seconds(model, loader, args.steps, args.warmup, precision)
+    step, floor, ratio = lightning_step_seconds(model, loader, args.steps, args.warmup, precision)
     device = next(model.parameters()).device
     batch = tuple(t.to(device) for t in next(iter(loader)))
-    parts, floor = part_seconds(model, batch, args.steps, args.warmup, precision)  # type: ignore[arg-type]
+    parts, by_hand_floor = part_seconds(model, batch, args.steps, args.warmup, precision)
     views = 2 + config.data.local_views
     return {
         "name": name,
         "views": views,
         "step": step,
         "floor": floor,
+        "ratio": ratio,
+        "by_hand_ratio": sum(parts.values()) / by_hand_floor,
         "parts": parts,
         "precision": precision,
     }
@@ -153,24 +191,37 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed steps (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=256, help="default: %(default)s")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="measure each config this many times, one row each (default: %(default)s)",
+    )
     parser.add_argument("--output", default="throughput.md", help="file name under benchmarks/results/")
     args = parser.parse_args()
     base = [f"data.batch_size={args.batch_size}", "trainer.max_epochs=1"]
     quick = load_config("fashion-mnist/matrix_ssl", base)
     two_view = load_config("fashion-mnist/matrix_ssl", [*base, "data.local_views=0"])
-    results = [
-        measure(quick, f"quick config ({quick.data.local_views} local views)", args),
-        measure(two_view, "two-view config (data.local_views=0)", args),
+    configs = [
+        (quick, f"quick config ({quick.data.local_views} local views)"),
+        (two_view, "two-view config (data.local_views=0)"),
     ]
+    repeats = [[measure(config, name, args) for config, name in configs] for _ in range(args.repeats)]
     summary = [
-        "| config | views | images/s | step (ms) | floor (ms) | step / floor | by-hand step / floor |",
-        "|---|---|---|---|---|---|---|",
+        "| config | repeat | views | images/s | step (ms) | floor (ms) | step / floor | by-hand step / floor |",
+        "|---|---|---|---|---|---|---|---|",
     ] + [
-        f"| {r['name']} | {r['views']} | {args.batch_size / r['step']:.0f} | {1e3 * r['step']:.0f} | "
-        f"{1e3 * r['floor']:.0f} | **{r['step'] / r['floor']:.2f}** | {sum(r['parts'].values()) / r['floor']:.2f} |"
-        for r in results
+        f"| {r['name']} | {index + 1} | {r['views']} | {args.batch_size / r['step']:.0f} | {1e3 * r['step']:.0f} | "
+        f"{1e3 * r['floor']:.0f} | **{r['ratio']:.2f}** | {r['by_hand_ratio']:.2f} |"
+        for column in range(len(configs))
+        for index, r in enumerate(result[column] for result in repeats)
     ]
-    breakdown = ["| part of the step (by hand) | " + " | ".join(r["name"] for r in results) + " |"]
+    results = repeats[-1]
+    breakdown = [
+        f"| part of the step (by hand, repeat {args.repeats}) | "
+        + " | ".join(r["name"] for r in results)
+        + " |"
+    ]
     breakdown.append("|---|" + "---|" * len(results))
     for part in PARTS:
         cells = [
@@ -190,7 +241,11 @@ def main() -> None:
         f"{quick.data.name}, batch {args.batch_size}, precision {results[0]['precision']}, channels_last "
         f"{m.channels_last}; medians over {args.steps} steps after {args.warmup} warm-up steps. Floor: backbone "
         "forward+backward on every view plus the teacher backbone's forward on the two global views, same batch "
-        "and precision, measured alone.\n\n" + "\n".join(summary) + "\n\n" + "\n".join(breakdown) + "\n"
+        "shapes and precision, run right after each step; step / floor is the median of the per-step ratios.\n\n"
+        + "\n".join(summary)
+        + "\n\n"
+        + "\n".join(breakdown)
+        + "\n"
     )
     write(args.output, text)
 
