@@ -115,6 +115,12 @@ def _feature_weighted_traces(weight: Tensor, s: Tensor, order: int) -> list[Tens
     return traces
 
 
+def _taylor_trace_log(traces: list[Tensor], dim: int, settings: _Settings) -> Tensor:
+    """Σ_j a_j tr(C^j) from the traces [tr C, ..., tr C^order]: the Taylor tr log(C + μI)."""
+    coefficients = taylor_log_coefficients(len(traces), settings.ridge - 1.0)
+    return coefficients[0] * dim + torch.stack([c * t for c, t in zip(coefficients[1:], traces)]).sum()
+
+
 def _trace_log(m: Tensor, dim: int, settings: _Settings) -> Tensor:
     """tr log(C + μI) of a d x d covariance C, from `m`, which has C's nonzero spectrum but may be smaller.
 
@@ -125,20 +131,52 @@ def _trace_log(m: Tensor, dim: int, settings: _Settings) -> Tensor:
     if settings.taylor_order is None:
         eye = torch.eye(m.shape[0], dtype=m.dtype, device=m.device)
         return torch.linalg.slogdet(m + ridge * eye)[1] + (dim - m.shape[0]) * math.log(ridge)
-    coefficients = taylor_log_coefficients(settings.taylor_order, ridge - 1.0)
-    traces = trace_powers(m, settings.taylor_order)
-    return coefficients[0] * dim + torch.stack([c * t for c, t in zip(coefficients[1:], traces)]).sum()
+    return _taylor_trace_log(trace_powers(m, settings.taylor_order), dim, settings)
+
+
+class _OnlineStats(NamedTuple):
+    """What every pair that shares one online view needs from it, computed once per view.
+
+    `s` has C(o, o)'s nonzero spectrum (the B x B Gram when B < d); `log_cov` is log(C(o, o) + μI) (exact log,
+    alignment on); `s_traces` are tr(S^j) (Taylor); `uniformity` is U(o, o) (zero when off).
+    """
+
+    online: Tensor
+    s: Tensor
+    log_cov: Tensor | None
+    s_traces: list[Tensor] | None
+    uniformity: Tensor
+
+
+def _online_stats(
+    online: Tensor, settings: _Settings, alignment: bool, online_uniformity: bool
+) -> _OnlineStats:
+    batch, dim = online.shape
+    scale = 1.0 / dim if settings.target_scale is None else settings.target_scale
+    s = online @ online.T / batch if batch < dim else online.T @ online / batch
+    log_cov, s_traces, u_online = None, None, online.new_zeros(())
+    if settings.taylor_order is None:
+        if alignment:
+            eye = torch.eye(dim, dtype=online.dtype, device=online.device)
+            log_cov = matrix_log(online.T @ online / batch + settings.ridge * eye)
+            if online_uniformity:  # tr log(C + μI) is the trace of the log just formed
+                u_online = -scale * torch.diagonal(log_cov).sum()
+        elif online_uniformity:
+            u_online = -scale * _trace_log(s, dim, settings)
+    elif alignment or online_uniformity:
+        s_traces = trace_powers(s, settings.taylor_order)
+        if online_uniformity:
+            u_online = -scale * _taylor_trace_log(s_traces, dim, settings)
+    if settings.trace_term and online_uniformity:
+        u_online = u_online + torch.diagonal(s).sum() + settings.ridge * dim
+    return _OnlineStats(online, s, log_cov, s_traces, u_online)
 
 
 def _direction(
-    target: Tensor,
-    online: Tensor,
-    settings: _Settings,
-    uniformity: bool,
-    alignment: bool,
-    online_uniformity: bool,
+    target: Tensor, stats: _OnlineStats, settings: _Settings, uniformity: bool, alignment: bool
 ) -> _DirectionTerms:
-    """U(t, o), A(t, o) and U(o, o) for one direction; `target` and `online` are normalised, centred (B, d)."""
+    """U(t, o), A(t, o) and U(o, o) for one direction; `target` and the online view are normalised, centred (B, d)."""
+    online, s = stats.online, stats.s
     batch, dim = online.shape
     scale = 1.0 / dim if settings.target_scale is None else settings.target_scale
     ridge = settings.ridge
@@ -146,28 +184,26 @@ def _direction(
     gram_space = batch < dim
     # K has the same nonzero spectrum as C(t, o) = tᵀo / B; S likewise for C(o, o).
     k = online @ target.T / batch if gram_space else target.T @ online / batch
-    s = online @ online.T / batch if gram_space else online.T @ online / batch
-    target_trace = target.square().sum() / batch  # tr C(t, t)
     u = -scale * _trace_log(k, dim, settings) if uniformity else zero
-    u_online = -scale * _trace_log(s, dim, settings) if online_uniformity else zero
     a = zero
     bound = None
     if settings.taylor_order is None:
         if alignment:
+            assert stats.log_cov is not None
             eye = torch.eye(dim, dtype=online.dtype, device=online.device)
             p = target.T @ target / batch + ridge * eye
-            a = -(p * matrix_log(online.T @ online / batch + ridge * eye)).sum()
+            a = -(p * stats.log_cov).sum()
     else:
         order = settings.taylor_order
-        coefficients = taylor_log_coefficients(order, ridge - 1.0)
         if alignment:
-            s_traces = trace_powers(s, order)
+            assert stats.s_traces is not None
+            coefficients = taylor_log_coefficients(order, ridge - 1.0)
             if gram_space:
                 cross_traces = _gram_weighted_traces(k, s, order)
             else:
                 cross_traces = _feature_weighted_traces(target.T @ target / batch, s, order)
-            total = coefficients[0] * (target_trace + ridge * dim)
-            for c, cross, plain in zip(coefficients[1:], cross_traces, s_traces):
+            total = coefficients[0] * (target.square().sum() / batch + ridge * dim)  # tr C(t, t) + μ d
+            for c, cross, plain in zip(coefficients[1:], cross_traces, stats.s_traces):
                 total = total + c * (cross + ridge * plain)
             a = -total
         with torch.no_grad():
@@ -176,8 +212,7 @@ def _direction(
     if settings.trace_term:
         u = u + torch.diagonal(k).sum() + ridge * dim
         a = a + torch.diagonal(s).sum() + ridge * dim
-        u_online = u_online + torch.diagonal(s).sum() + ridge * dim
-    return _DirectionTerms(u, a, u_online, bound)
+    return _DirectionTerms(u, a, stats.uniformity, bound)
 
 
 class _MatrixLossBase(EmbeddingLoss):
@@ -205,16 +240,15 @@ class _MatrixLossBase(EmbeddingLoss):
     def _pair(self, online: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         return self._prepared(online), self._prepared(target, target=True)
 
-    def _direction(
-        self,
-        target: Tensor,
-        online: Tensor,
-        uniformity: bool,
-        alignment: bool,
-        online_uniformity: bool = False,
-    ) -> _DirectionTerms:
+    def _online_stats(self, online: Tensor, alignment: bool, online_uniformity: bool = False) -> _OnlineStats:
         with torch.autocast(device_type=online.device.type, enabled=False):
-            terms = _direction(target, online, self.settings, uniformity, alignment, online_uniformity)
+            return _online_stats(online, self.settings, alignment, online_uniformity)
+
+    def _direction(
+        self, target: Tensor, online: _OnlineStats, uniformity: bool, alignment: bool
+    ) -> _DirectionTerms:
+        with torch.autocast(device_type=target.device.type, enabled=False):
+            terms = _direction(target, online, self.settings, uniformity, alignment)
         if terms.spectral_radius_bound is not None and not self._warned:
             self._radius_bound = terms.spectral_radius_bound.detach()
             if self.check_values:
@@ -282,7 +316,9 @@ class MatrixUniformityLoss(_MatrixLossBase):
         """
         self.check(online=online, target=target)
         o, t = self._pair(online, target)
-        return self._direction(t, o, uniformity=True, alignment=False).uniformity
+        return self._direction(
+            t, self._online_stats(o, alignment=False), uniformity=True, alignment=False
+        ).uniformity
 
 
 class MatrixAlignmentLoss(_MatrixLossBase):
@@ -326,7 +362,9 @@ class MatrixAlignmentLoss(_MatrixLossBase):
         """
         self.check(online=online, target=target)
         o, t = self._pair(online, target)
-        return self._direction(t, o, uniformity=False, alignment=True).alignment
+        return self._direction(
+            t, self._online_stats(o, alignment=True), uniformity=False, alignment=True
+        ).alignment
 
 
 class MatrixSSLLoss(_MatrixLossBase):
@@ -448,11 +486,13 @@ class MatrixSSLLoss(_MatrixLossBase):
                 f"need at least two targets and an online view for each, got {len(online)} online views "
                 f"and {len(targets)} targets"
             )
-        o = [self._prepared(z) for z in online]
-        t = [self._prepared(z, target=True) for z in targets]
         need_alignment, need_online = self.gamma != 0, self.online_uniformity != 0
+        # What depends on the online view alone (its covariance's log or traces, U(o, o)) is formed once per
+        # view and shared by every target it is paired with.
+        o = [self._online_stats(self._prepared(z), need_alignment, need_online) for z in online]
+        t = [self._prepared(z, target=True) for z in targets]
         pairs = [
-            self._direction(t[i], o[j], True, need_alignment, need_online)
+            self._direction(t[i], o[j], True, need_alignment)
             for j in range(len(o))
             for i in range(len(t))
             if i != j
