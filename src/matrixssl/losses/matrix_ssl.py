@@ -151,6 +151,7 @@ class _OnlineStats(NamedTuple):
 def _online_stats(
     online: Tensor, settings: _Settings, alignment: bool, online_uniformity: bool
 ) -> _OnlineStats:
+    """An online view's shared quantities; only what the enabled terms need is formed."""
     batch, dim = online.shape
     scale = 1.0 / dim if settings.target_scale is None else settings.target_scale
     s = online @ online.T / batch if batch < dim else online.T @ online / batch
@@ -175,7 +176,7 @@ def _online_stats(
 def _direction(
     target: Tensor, stats: _OnlineStats, settings: _Settings, uniformity: bool, alignment: bool
 ) -> _DirectionTerms:
-    """U(t, o), A(t, o) and U(o, o) for one direction; `target` and the online view are normalised, centred (B, d)."""
+    """U(t, o) and A(t, o) for one direction (U(o, o) passed on from `stats`); inputs normalised, centred."""
     online, s = stats.online, stats.s
     batch, dim = online.shape
     scale = 1.0 / dim if settings.target_scale is None else settings.target_scale
@@ -209,9 +210,11 @@ def _direction(
         with torch.no_grad():
             # Spectral radius of X - I <= |μ - 1| + ||N||_F for N = C(t,o) and N = C(o,o).
             bound = abs(ridge - 1.0) + torch.maximum(k.norm(), s.norm())
-    if settings.trace_term:
-        u = u + torch.diagonal(k).sum() + ridge * dim
-        a = a + torch.diagonal(s).sum() + ridge * dim
+    if settings.trace_term:  # each part gets its own +tr Q, and only when it is computed
+        if uniformity:
+            u = u + torch.diagonal(k).sum() + ridge * dim
+        if alignment:
+            a = a + torch.diagonal(s).sum() + ridge * dim
     return _DirectionTerms(u, a, stats.uniformity, bound)
 
 
@@ -245,10 +248,10 @@ class _MatrixLossBase(EmbeddingLoss):
             return _online_stats(online, self.settings, alignment, online_uniformity)
 
     def _direction(
-        self, target: Tensor, online: _OnlineStats, uniformity: bool, alignment: bool
+        self, target: Tensor, stats: _OnlineStats, uniformity: bool, alignment: bool
     ) -> _DirectionTerms:
         with torch.autocast(device_type=target.device.type, enabled=False):
-            terms = _direction(target, online, self.settings, uniformity, alignment)
+            terms = _direction(target, stats, self.settings, uniformity, alignment)
         if terms.spectral_radius_bound is not None and not self._warned:
             self._radius_bound = terms.spectral_radius_bound.detach()
             if self.check_values:
