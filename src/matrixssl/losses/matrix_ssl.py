@@ -159,7 +159,8 @@ def _online_stats(
     if settings.taylor_order is None:
         if alignment:
             eye = torch.eye(dim, dtype=online.dtype, device=online.device)
-            log_cov = matrix_log(online.T @ online / batch + settings.ridge * eye)
+            covariance = s if batch >= dim else online.T @ online / batch  # s is C(o, o) unless B < d
+            log_cov = matrix_log(covariance + settings.ridge * eye)
             if online_uniformity:  # tr log(C + μI) is the trace of the log just formed
                 u_online = -scale * torch.diagonal(log_cov).sum()
         elif online_uniformity:
