@@ -78,8 +78,8 @@ class PairedFloorTimer(L.Callback):
         device = trainer.strategy.root_device
         _wait(device)
         begin = time.perf_counter()
-        with torch.no_grad(), autocast(self.precision, device):
-            views = [v.detach() for v in model.make_views(batch)[0]]  # type: ignore[operator]
+        with autocast(self.precision, device):
+            views = model.make_views(batch)[0]  # type: ignore[operator]
         _wait(device)
         floor_start = time.perf_counter()
         floor_work(model, views, self.precision, device)  # type: ignore[arg-type]
@@ -150,7 +150,7 @@ def part_seconds(
         optimizer.zero_grad(set_to_none=True)
         model.on_train_batch_end(None, batch, index)
         mark()
-        floor_work(model, [v.detach() for v in views], precision, device)
+        floor_work(model, views, precision, device)
         mark()
         if index >= warmup:
             for part, start, end in zip(PARTS, marks, marks[1:]):
