@@ -8,6 +8,7 @@ import inspect
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from matrixssl.data import DATASETS
@@ -201,6 +202,17 @@ def test_random_resized_crop_samples_like_torchvision() -> None:
     small = views_module.random_resized_crop(ramp, 32, (0.25, 0.25), flip_probability=0.0)
     spans = small[:, 0, 0, -1] - small[:, 0, 0, 0]  # horizontal extent of each crop, in ramp units
     assert ((spans > 0.3) & (spans < 0.62)).all()  # width sqrt(0.25 x ratio), ratio in [3/4, 4/3]
+
+
+def test_crop_grid_equals_affine_grid_of_the_same_crops() -> None:
+    torch.manual_seed(0)
+    x_scale, x_shift, y_scale, y_shift = (torch.rand(16) * 2 - 1 for _ in range(4))
+    theta = torch.zeros(16, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = x_scale, x_shift, y_scale, y_shift
+    for size in (1, 7, 14, 28):
+        expected = F.affine_grid(theta, [16, 1, size, size], align_corners=False)
+        grid = views_module.crop_grid(x_scale, x_shift, y_scale, y_shift, size)
+        torch.testing.assert_close(grid, expected, atol=1e-6, rtol=0)
 
 
 def test_each_image_gets_its_own_jitter_order_and_factors() -> None:

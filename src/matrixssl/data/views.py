@@ -106,13 +106,22 @@ def random_resized_crop(
     left = torch.rand(batch, device=device) * (1 - width)
     top = torch.rand(batch, device=device) * (1 - height)
     mirror = torch.where(torch.rand(batch, device=device) < flip_probability, -1.0, 1.0)
-    theta = torch.zeros(batch, 2, 3, device=device)
-    theta[:, 0, 0] = width * mirror
-    theta[:, 0, 2] = 2 * left + width - 1
-    theta[:, 1, 1] = height
-    theta[:, 1, 2] = 2 * top + height - 1
-    grid = F.affine_grid(theta, [batch, pixels.shape[1], size, size], align_corners=False)
+    grid = crop_grid(width * mirror, 2 * left + width - 1, height, 2 * top + height - 1, size)
     return F.grid_sample(pixels, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def crop_grid(x_scale: Tensor, x_shift: Tensor, y_scale: Tensor, y_shift: Tensor, size: int) -> Tensor:
+    """(B, size, size, 2) sampling grid of axis-aligned crops: output pixel centre c in [-1, 1] reads input
+    x = x_scale * c + x_shift (y likewise), per image. What `F.affine_grid` gives for the matrices
+    [[x_scale, 0, x_shift], [0, y_scale, y_shift]] (align_corners=False), made from two (B, size) vectors
+    instead of a batched matrix product over every output pixel."""
+    centres = (2 * torch.arange(size, device=x_scale.device, dtype=x_scale.dtype) + 1) / size - 1
+    xs = x_scale[:, None] * centres + x_shift[:, None]  # (B, size), along the width
+    ys = y_scale[:, None] * centres + y_shift[:, None]  # (B, size), along the height
+    batch = xs.shape[0]
+    return torch.stack(
+        [xs[:, None, :].expand(batch, size, size), ys[:, :, None].expand(batch, size, size)], -1
+    )
 
 
 def _chosen(batch: int, probability: float, device: torch.device) -> Tensor:
@@ -164,11 +173,13 @@ def colour_jitter(pixels: Tensor, strengths: tuple[float, float, float, float], 
         turns = torch.empty(batch, 1, 1, 1, device=device).uniform_(-hue, hue) * applied
         steps.append(lambda x: _shift_hue(x, turns))
     # Slot by slot, every image takes the step its own permutation puts there: all steps are computed on the
-    # whole batch and each image picks its row, which needs no value on the host.
-    order = torch.rand(batch, len(steps), device=device).argsort(1)
-    images = torch.arange(batch, device=device)
+    # whole batch and each image keeps its own step's result, which needs no value on the host.
+    order = torch.rand(batch, len(steps), device=device).argsort(1).view(batch, len(steps), 1, 1, 1)
     for slot in range(len(steps)):
-        pixels = torch.stack([step(pixels) for step in steps])[order[:, slot], images]
+        results = [step(pixels) for step in steps]
+        pixels = results[0]
+        for index, result in enumerate(results[1:], start=1):
+            pixels = torch.where(order[:, slot] == index, result, pixels)
     return pixels
 
 
