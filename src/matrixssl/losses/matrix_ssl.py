@@ -88,6 +88,14 @@ class _DirectionTerms(NamedTuple):
     spectral_radius_bound: Tensor | None
 
 
+# Every helper below takes stacks of matrices (..., n, n) and returns one value per matrix (...), so that all
+# the view pairs of a step go through each operation once.
+
+
+def _trace(x: Tensor) -> Tensor:
+    return x.diagonal(dim1=-2, dim2=-1).sum(-1)
+
+
 def _gram_weighted_traces(cross: Tensor, gram: Tensor, order: int) -> list[Tensor]:
     """[tr(Mᵀ G^{m} M) for m = 0..order-1] with R_i = G^i M and tr(Mᵀ G^{a+b} M) = <R_a, R_b> (G symmetric)."""
     rows = [cross]
@@ -96,7 +104,7 @@ def _gram_weighted_traces(cross: Tensor, gram: Tensor, order: int) -> list[Tenso
     traces = []
     for m in range(order):
         a = m // 2
-        traces.append((rows[a] * rows[m - a]).sum())
+        traces.append((rows[a] * rows[m - a]).sum((-2, -1)))
     return traces
 
 
@@ -111,14 +119,14 @@ def _feature_weighted_traces(weight: Tensor, s: Tensor, order: int) -> list[Tens
         b = min(j, len(powers))
         while len(weighted) <= j - b:
             weighted.append(weighted[-1] @ s)
-        traces.append((weighted[j - b] * powers[b - 1]).sum())
+        traces.append((weighted[j - b] * powers[b - 1]).sum((-2, -1)))
     return traces
 
 
 def _taylor_trace_log(traces: list[Tensor], dim: int, settings: _Settings) -> Tensor:
     """Σ_j a_j tr(C^j) from the traces [tr C, ..., tr C^order]: the Taylor tr log(C + μI)."""
     coefficients = taylor_log_coefficients(len(traces), settings.ridge - 1.0)
-    return coefficients[0] * dim + torch.stack([c * t for c, t in zip(coefficients[1:], traces)]).sum()
+    return coefficients[0] * dim + torch.stack([c * t for c, t in zip(coefficients[1:], traces)]).sum(0)
 
 
 def _trace_log(m: Tensor, dim: int, settings: _Settings) -> Tensor:
@@ -129,13 +137,14 @@ def _trace_log(m: Tensor, dim: int, settings: _Settings) -> Tensor:
     """
     ridge = settings.ridge
     if settings.taylor_order is None:
-        eye = torch.eye(m.shape[0], dtype=m.dtype, device=m.device)
-        return torch.linalg.slogdet(m + ridge * eye)[1] + (dim - m.shape[0]) * math.log(ridge)
+        eye = torch.eye(m.shape[-1], dtype=m.dtype, device=m.device)
+        return torch.linalg.slogdet(m + ridge * eye)[1] + (dim - m.shape[-1]) * math.log(ridge)
     return _taylor_trace_log(trace_powers(m, settings.taylor_order), dim, settings)
 
 
 class _OnlineStats(NamedTuple):
-    """What every pair that shares one online view needs from it, computed once per view.
+    """What every pair that shares one online view needs from it, computed once per view; each field stacks
+    the views along its leading dimensions.
 
     `s` has C(o, o)'s nonzero spectrum (the B x B Gram when B < d); `log_cov` is log(C(o, o) + μI) (exact log,
     alignment on); `s_traces` are tr(S^j) (Taylor); `uniformity` is U(o, o) (zero when off).
@@ -147,22 +156,32 @@ class _OnlineStats(NamedTuple):
     s_traces: list[Tensor] | None
     uniformity: Tensor
 
+    def select(self, views: Tensor) -> _OnlineStats:
+        """The stats of the views at these indices of the leading dimension (repeats allowed)."""
+        return _OnlineStats(
+            self.online[views],
+            self.s[views],
+            None if self.log_cov is None else self.log_cov[views],
+            None if self.s_traces is None else [t[views] for t in self.s_traces],
+            self.uniformity[views],
+        )
+
 
 def _online_stats(
     online: Tensor, settings: _Settings, alignment: bool, online_uniformity: bool
 ) -> _OnlineStats:
-    """An online view's shared quantities; only what the enabled terms need is formed."""
-    batch, dim = online.shape
+    """The shared quantities of online views (..., B, d); only what the enabled terms need is formed."""
+    batch, dim = online.shape[-2:]
     scale = 1.0 / dim if settings.target_scale is None else settings.target_scale
-    s = online @ online.T / batch if batch < dim else online.T @ online / batch
-    log_cov, s_traces, u_online = None, None, online.new_zeros(())
+    s = online @ online.mT / batch if batch < dim else online.mT @ online / batch
+    log_cov, s_traces, u_online = None, None, online.new_zeros(online.shape[:-2])
     if settings.taylor_order is None:
         if alignment:
             eye = torch.eye(dim, dtype=online.dtype, device=online.device)
-            covariance = s if batch >= dim else online.T @ online / batch  # s is C(o, o) unless B < d
+            covariance = s if batch >= dim else online.mT @ online / batch  # s is C(o, o) unless B < d
             log_cov = matrix_log(covariance + settings.ridge * eye)
             if online_uniformity:  # tr log(C + μI) is the trace of the log just formed
-                u_online = -scale * torch.diagonal(log_cov).sum()
+                u_online = -scale * _trace(log_cov)
         elif online_uniformity:
             u_online = -scale * _trace_log(s, dim, settings)
     elif alignment or online_uniformity:
@@ -170,22 +189,23 @@ def _online_stats(
         if online_uniformity:
             u_online = -scale * _taylor_trace_log(s_traces, dim, settings)
     if settings.trace_term and online_uniformity:
-        u_online = u_online + torch.diagonal(s).sum() + settings.ridge * dim
+        u_online = u_online + _trace(s) + settings.ridge * dim
     return _OnlineStats(online, s, log_cov, s_traces, u_online)
 
 
 def _direction(
     target: Tensor, stats: _OnlineStats, settings: _Settings, uniformity: bool, alignment: bool
 ) -> _DirectionTerms:
-    """U(t, o) and A(t, o) for one direction (U(o, o) passed on from `stats`); inputs normalised, centred."""
+    """U(t, o) and A(t, o) for pairs of targets (..., B, d) and online views (`stats`, the same leading
+    dimensions), U(o, o) passed on from `stats`; inputs normalised, centred."""
     online, s = stats.online, stats.s
-    batch, dim = online.shape
+    batch, dim = online.shape[-2:]
     scale = 1.0 / dim if settings.target_scale is None else settings.target_scale
     ridge = settings.ridge
-    zero = online.new_zeros(())
+    zero = online.new_zeros(online.shape[:-2])
     gram_space = batch < dim
     # K has the same nonzero spectrum as C(t, o) = tᵀo / B; S likewise for C(o, o).
-    k = online @ target.T / batch if gram_space else target.T @ online / batch
+    k = online @ target.mT / batch if gram_space else target.mT @ online / batch
     u = -scale * _trace_log(k, dim, settings) if uniformity else zero
     a = zero
     bound = None
@@ -193,8 +213,8 @@ def _direction(
         if alignment:
             assert stats.log_cov is not None
             eye = torch.eye(dim, dtype=online.dtype, device=online.device)
-            p = target.T @ target / batch + ridge * eye
-            a = -(p * stats.log_cov).sum()
+            p = target.mT @ target / batch + ridge * eye
+            a = -(p * stats.log_cov).sum((-2, -1))
     else:
         order = settings.taylor_order
         if alignment:
@@ -203,20 +223,34 @@ def _direction(
             if gram_space:
                 cross_traces = _gram_weighted_traces(k, s, order)
             else:
-                cross_traces = _feature_weighted_traces(target.T @ target / batch, s, order)
-            total = coefficients[0] * (target.square().sum() / batch + ridge * dim)  # tr C(t, t) + μ d
+                cross_traces = _feature_weighted_traces(target.mT @ target / batch, s, order)
+            total = coefficients[0] * (
+                target.square().sum((-2, -1)) / batch + ridge * dim
+            )  # tr C(t, t) + μ d
             for c, cross, plain in zip(coefficients[1:], cross_traces, stats.s_traces):
                 total = total + c * (cross + ridge * plain)
             a = -total
         with torch.no_grad():
-            # Spectral radius of X - I <= |μ - 1| + ||N||_F for N = C(t,o) and N = C(o,o).
-            bound = abs(ridge - 1.0) + torch.maximum(k.norm(), s.norm())
+            # Spectral radius of X - I <= |μ - 1| + ||N||_F for N = C(t,o) and N = C(o,o), over all pairs.
+            norms = torch.linalg.matrix_norm
+            bound = abs(ridge - 1.0) + torch.maximum(norms(k).max(), norms(s).max())
     if settings.trace_term:  # each part gets its own +tr Q, and only when it is computed
         if uniformity:
-            u = u + torch.diagonal(k).sum() + ridge * dim
+            u = u + _trace(k) + ridge * dim
         if alignment:
-            a = a + torch.diagonal(s).sum() + ridge * dim
+            a = a + _trace(s) + ridge * dim
     return _DirectionTerms(u, a, stats.uniformity, bound)
+
+
+def _pair_indices(views: int, targets: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """(target i, online view j) indices of every pair with i != j, ordered by j then i. Made on the device
+    by slicing a range around the pairs (j, j) (a list copied to a GPU would make the host wait for it)."""
+    grid = torch.arange(
+        views * targets, device=device
+    )  # pair (i, j) at j * targets + i; (j, j) at j * (targets + 1)
+    ends = [j * (targets + 1) for j in range(1, targets)] + [views * targets]
+    kept = torch.cat([grid[j * (targets + 1) + 1 : end] for j, end in enumerate(ends)])
+    return kept % targets, kept // targets
 
 
 class _MatrixLossBase(EmbeddingLoss):
@@ -492,19 +526,12 @@ class MatrixSSLLoss(_MatrixLossBase):
             )
         need_alignment, need_online = self.gamma != 0, self.online_uniformity != 0
         # What depends on the online view alone (its covariance's log or traces, U(o, o)) is formed once per
-        # view and shared by every target it is paired with.
-        o = [self._online_stats(self._prepared(z), need_alignment, need_online) for z in online]
-        t = [self._prepared(z, target=True) for z in targets]
-        pairs = [
-            self._direction(t[i], o[j], True, need_alignment)
-            for j in range(len(o))
-            for i in range(len(t))
-            if i != j
-        ]
-        uniformity, alignment, online_uniformity = (
-            torch.stack(parts).mean()
-            for parts in zip(*((p.uniformity, p.alignment, p.online_uniformity) for p in pairs))
-        )
+        # view and shared by every target it is paired with; then all pairs go through each step at once.
+        o = self._online_stats(torch.stack([self._prepared(z) for z in online]), need_alignment, need_online)
+        t = torch.stack([self._prepared(z, target=True) for z in targets])
+        target_index, online_index = _pair_indices(len(online), len(targets), t.device)
+        terms = self._direction(t[target_index], o.select(online_index), True, need_alignment)
+        uniformity, alignment, online_uniformity = (part.mean() for part in terms[:3])
         loss = uniformity + self.gamma * alignment + self.online_uniformity * online_uniformity
         return MatrixSSLTerms(loss, uniformity, alignment, online_uniformity)
 
