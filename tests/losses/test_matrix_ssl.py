@@ -222,6 +222,24 @@ def test_warns_once_outside_the_taylor_convergence_radius() -> None:
     assert len(record) == 1
 
 
+def test_deferred_radius_check_covers_every_view_pair() -> None:
+    """Only the first pair's online view is outside the radius (a collapsed view: ||C||_F near 1, so
+    |0.5 - 1| + ||C||_F >= 1); the deferred check still warns, though the last pair alone would not."""
+    torch.manual_seed(0)
+    collapsed = torch.randn(1, 16).sign() * torch.randn(64, 1).sign()  # every row ± one direction
+    online = [collapsed, *(torch.randn(64, 16) for _ in range(3))]
+    targets = [torch.randn(64, 16) for _ in range(2)]
+    loss = MatrixSSLLoss(ridge=0.5)
+    loss.check_values = False
+    loss.multi_view_terms(online[1:], targets)  # no collapsed view: silent
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss.deferred_checks()
+    loss.multi_view_terms(online, targets)
+    with pytest.warns(RuntimeWarning, match="convergence radius"):
+        loss.deferred_checks()
+
+
 def test_value_checks_can_wait_for_the_caller() -> None:
     """With check_values off nothing is read back per call: NaN passes through, the radius warning waits for
     deferred_checks; shapes are still checked (they need no device value)."""
