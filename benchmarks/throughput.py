@@ -57,6 +57,26 @@ def floor_work(model: SSLMethod, views: list[Tensor], precision: str, device: to
     model.zero_grad(set_to_none=True)
 
 
+def floor_with_heads_work(
+    model: SSLMethod, views: list[Tensor], precision: str, device: torch.device
+) -> None:
+    """The floor plus the heads every method of this shape must run: projector (and predictor) forward and
+    backward on every view, and the teacher's projector on the two global views."""
+    teacher = model.teacher.module if model.teacher is not None else None  # type: ignore[union-attr]
+    predictor = getattr(model, "predictor", None)
+    with autocast(precision, device):
+        online = [model.projector(model.backbone(v)) for v in views]
+        if predictor is not None:
+            online = [predictor(z) for z in online]
+        total = sum(z.float().sum() for z in online)
+        if teacher is not None:
+            with torch.no_grad():
+                for v in views[:2]:
+                    teacher(v)
+    total.backward()  # type: ignore[union-attr]
+    model.zero_grad(set_to_none=True)
+
+
 class PairedFloorTimer(L.Callback):
     """Times each Lightning step and, right after it, the floor on a batch of the same shapes, so that each
     step is paired with a floor measured in the same machine state (a shared or throttled CPU drifts by tens
@@ -116,14 +136,16 @@ def lightning_step_seconds(
 
 def part_seconds(
     model: SSLMethod, batch: tuple[Tensor, Tensor], steps: int, warmup: int, precision: str
-) -> tuple[dict[str, float], float]:
-    """Median seconds of each part of a training step run by hand, and of the floor: each step is followed by
-    the floor's work on the same views, so that both see the machine in the same state."""
+) -> tuple[dict[str, float], float, float]:
+    """Median seconds of each part of a training step run by hand, and the medians of the per-step ratios of
+    the floor with the heads to the floor: each step is followed by the floor's work on the same views, then
+    by the floor with the heads, so that all three see the machine in the same state."""
     device = next(model.parameters()).device
     optimizer = model.configure_optimizers()["optimizer"]
     model.train()
     samples: dict[str, list[float]] = {part: [] for part in PARTS}
     floors: list[float] = []
+    heads_ratios: list[float] = []
     marks: list[float] = []
 
     def mark() -> None:
@@ -152,11 +174,15 @@ def part_seconds(
         mark()
         floor_work(model, views, precision, device)
         mark()
+        floor_with_heads_work(model, views, precision, device)
+        mark()
         if index >= warmup:
             for part, start, end in zip(PARTS, marks, marks[1:]):
                 samples[part].append(end - start)
-            floors.append(marks[-1] - marks[-2])
-    return {part: statistics.median(values) for part, values in samples.items()}, statistics.median(floors)
+            floors.append(marks[-2] - marks[-3])
+            heads_ratios.append((marks[-1] - marks[-2]) / floors[-1])
+    parts = {part: statistics.median(values) for part, values in samples.items()}
+    return parts, statistics.median(floors), statistics.median(heads_ratios)
 
 
 def measure(config: Config, name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -172,7 +198,7 @@ def measure(config: Config, name: str, args: argparse.Namespace) -> dict[str, An
     step, floor, ratio = lightning_step_seconds(model, loader, args.steps, args.warmup, precision)
     device = next(model.parameters()).device
     batch = tuple(t.to(device) for t in next(iter(loader)))
-    parts, by_hand_floor = part_seconds(model, batch, args.steps, args.warmup, precision)
+    parts, by_hand_floor, heads_ratio = part_seconds(model, batch, args.steps, args.warmup, precision)
     views = 2 + config.data.local_views
     return {
         "name": name,
@@ -181,6 +207,7 @@ def measure(config: Config, name: str, args: argparse.Namespace) -> dict[str, An
         "floor": floor,
         "ratio": ratio,
         "by_hand_ratio": sum(parts.values()) / by_hand_floor,
+        "heads_ratio": heads_ratio,
         "parts": parts,
         "precision": precision,
     }
@@ -208,11 +235,12 @@ def main() -> None:
     ]
     repeats = [[measure(config, name, args) for config, name in configs] for _ in range(args.repeats)]
     summary = [
-        "| config | repeat | views | images/s | step (ms) | floor (ms) | step / floor | by-hand step / floor |",
-        "|---|---|---|---|---|---|---|---|",
+        "| config | repeat | views | images/s | step (ms) | floor (ms) | step / floor | by-hand step / floor "
+        "| floor with heads / floor |",
+        "|---|---|---|---|---|---|---|---|---|",
     ] + [
         f"| {r['name']} | {index + 1} | {r['views']} | {args.batch_size / r['step']:.0f} | {1e3 * r['step']:.0f} | "
-        f"{1e3 * r['floor']:.0f} | **{r['ratio']:.2f}** | {r['by_hand_ratio']:.2f} |"
+        f"{1e3 * r['floor']:.0f} | **{r['ratio']:.2f}** | {r['by_hand_ratio']:.2f} | {r['heads_ratio']:.2f} |"
         for column in range(len(configs))
         for index, r in enumerate(result[column] for result in repeats)
     ]
@@ -241,7 +269,10 @@ def main() -> None:
         f"{quick.data.name}, batch {args.batch_size}, precision {results[0]['precision']}, channels_last "
         f"{m.channels_last}; medians over {args.steps} steps after {args.warmup} warm-up steps. Floor: backbone "
         "forward+backward on every view plus the teacher backbone's forward on the two global views, same batch "
-        "shapes and precision, run right after each step; step / floor is the median of the per-step ratios.\n\n"
+        "shapes and precision, run right after each step; step / floor is the median of the per-step ratios. "
+        "Floor with heads: the floor plus the projector and predictor forward and backward on every view and the "
+        "teacher's projector on the two global views (what a step costs if views, loss, probe, optimiser and "
+        "Lightning were free), paired likewise with the by-hand steps.\n\n"
         + "\n".join(summary)
         + "\n\n"
         + "\n".join(breakdown)
