@@ -2,7 +2,9 @@
 at the main job's budget, Matrix-SSL's ablations at half of it, and a 60-minute run of the best two.
 
 Phases, each reusing every run already finished and resuming any interrupted one (`matrixssl bench`'s run
-folders, keyed on the resolved settings), so the study can stop at any point and continue later:
+folders, keyed on the resolved settings), so the study can stop at any point and continue later. Each finished
+run also leaves a small record (metrics and curves) in benchmarks/results/study_runs/, committed with the tables,
+so a fresh clone continues the study where it stopped instead of training every run again:
 
     tune      per method, the base lr over x{1/3, 1, 3} at its default knob, then the other knob value at the
               best lr: 4 proxy runs per method (2 epochs on 20,000 images), 1 seed
@@ -108,13 +110,48 @@ class Study:
     def run(self, method: str, overrides: Sequence[str], seed: int, label: str = "") -> Run:
         config, base = recipe(method)
         every = [*base, *overrides, *self.overrides]
-        if self.train:
-            return run_once(config, method, seed, every, self.runs, label)
         run = Run(
             label or method, seed, run_directory(self.runs, method, seed, resolved_settings(config, every))
         )
-        load_finished(run)  # else neither metrics nor an error: not run yet
+        if load_record(run):
+            return run
+        if self.train:
+            run = run_once(config, method, seed, every, self.runs, label)
+        else:
+            load_finished(run)  # else neither metrics nor an error: not run yet
+        if run.metrics:
+            save_record(run, every)
         return run
+
+
+def record_path(run: Run) -> Path:
+    return RESULTS / "study_runs" / f"{run.output.name}.json"
+
+
+def save_record(run: Run, overrides: list[str]) -> None:
+    """What the tables and plots need of a finished run, small enough to commit."""
+    record = {
+        "label": run.method,
+        "seed": run.seed,
+        "overrides": overrides,
+        "wall_s": run.wall_s,
+        "metrics": run.metrics,
+        "curves": run.curves,
+    }
+    path = record_path(run)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1) + "\n")
+
+
+def load_record(run: Run) -> bool:
+    """Fill `run` from its committed record; False when the run has none."""
+    path = record_path(run)
+    if not path.exists():
+        return False
+    record = json.loads(path.read_text())
+    run.metrics, run.wall_s = record["metrics"], float(record["wall_s"])
+    run.curves = {key: [(int(x), float(y)) for x, y in points] for key, points in record["curves"].items()}
+    return True
 
 
 def recipe(method: str) -> tuple[Path, list[str]]:
@@ -162,10 +199,12 @@ def tuning_table(study: Study) -> tuple[dict[str, list[str]], bool]:
         "|---|---|---|---|---|---|",
     ]
     chosen: dict[str, list[str]] = {}
+    searched: list[Run] = []
     complete = True
     for method in METHODS:
         best, tried = tune(study, method)
         chosen[method] = best
+        searched += [run for run, _ in tried]
         complete = complete and all(run.metrics for run, _ in tried)
         for run, overrides in tried:
             mark = " **(chosen)**" if overrides == best and run.metrics else ""
@@ -180,6 +219,7 @@ def tuning_table(study: Study) -> tuple[dict[str, list[str]], bool]:
         "The chosen setting (best linear top-1) goes to the main table. `tcr_two_views` is TCR without the local "
         "views (an extra row: TCR collapsed with them).",
         "\n".join(lines),
+        searched,
     )
     return chosen, complete
 
@@ -210,13 +250,14 @@ def main_table(study: Study, chosen: dict[str, list[str]]) -> list[Run]:
         "10,000 test images. Wall time includes evaluation, and runs shared the 2 cores with other work.\n\n"
         f"Tuned settings:\n{settings}",
         summary_table(runs, references) + "".join(f"\n![{n}]({p.name})" for n, p in plots.items()),
+        runs,
     )
     return runs
 
 
 def reference_rows(study: Study) -> dict[str, dict[str, Any]]:
-    """Raw pixels and the untrained backbone under the same evaluation, computed once and kept with the runs."""
-    saved = study.runs / "references.json"
+    """Raw pixels and the untrained backbone under the same evaluation, computed once and kept with the records."""
+    saved = RESULTS / "study_runs" / "references.json"
     if saved.exists():
         return dict(json.loads(saved.read_text()))
     if not study.train:
@@ -263,6 +304,7 @@ def ablation_table(study: Study, chosen: dict[str, list[str]]) -> list[Run]:
         "images, local views), 2 seeds, one change per row. λ is the target scale, μ the ridge, β the online "
         "uniformity weight (not in the paper).",
         "\n".join(rows),
+        runs,
     )
     return runs
 
@@ -293,6 +335,7 @@ def long_runs(study: Study, chosen: dict[str, list[str]], main: list[Run], ablat
         "for the steps that fit), all 60,000 images, local views, 1 seed, on an otherwise idle machine: the "
         "best Matrix-SSL recipe of the ablation and the best other method of the main table.",
         summary_table(runs, {}) + "".join(f"\n![{n}]({p.name})" for n, p in plots.items()),
+        runs,
     )
     return runs
 
@@ -303,7 +346,12 @@ def figures(runs: list[Run], name: str) -> dict[str, Path]:
     return plot_comparison(done, RESULTS, name) if done else {}
 
 
-def write_table(name: str, title: str, intro: str, table: str) -> None:
+def write_table(name: str, title: str, intro: str, table: str, runs: list[Run]) -> None:
+    """Write one page, unless none of its runs has finished: then the page already there is kept (a study
+    restarted without its records must not blank the tables it made)."""
+    if not any(run.metrics for run in runs):
+        print(f"kept {RESULTS / name}: none of its runs has finished here", file=sys.stderr)
+        return
     RESULTS.mkdir(parents=True, exist_ok=True)
     made_by = "Runs made by `make study` (`python benchmarks/study.py tune main ablate`; resumable).\n\n"
     (RESULTS / name).write_text(header(title) + made_by + intro + "\n\n" + table + "\n")

@@ -4,6 +4,7 @@ chose, every run is reused, and `report` rewrites the tables without training.""
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -69,3 +70,14 @@ def test_the_study_tunes_compares_ablates_and_reports(tiny_study: list[str], tmp
     table = lambda text: text[text.index("\n|") :]  # noqa: E731
     for name, text in tables.items():
         assert table((results / name).read_text()) == table(text), name
+    # A fresh clone has the committed records but no run folders: every phase continues without training, and
+    # the tables come out the same.
+    shutil.rmtree(runs)
+    assert study.main(["tune", "main", "ablate", "long", *tiny_study]) == 0
+    assert not runs.exists()
+    for name, text in tables.items():
+        assert table((results / name).read_text()) == table(text), name
+    # Without records or run folders, nothing has finished: the pages already there are kept, not blanked.
+    shutil.rmtree(results / "study_runs")
+    assert study.main(["report", *tiny_study]) == 0
+    assert {path.name: path.read_text() for path in results.glob("study_*.md")} == tables
