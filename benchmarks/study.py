@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -115,7 +116,7 @@ class Study:
         run = Run(
             label or method, seed, run_directory(self.runs, method, seed, resolved_settings(config, every))
         )
-        if load_record(run):
+        if load_record(run, every):
             return run
         if self.train:
             run = run_once(config, method, seed, every, self.runs, label)
@@ -130,14 +131,30 @@ def record_path(run: Run) -> Path:
     return RESULTS / "study_runs" / f"{run.output.name}.json"
 
 
+LOCAL_PATHS = ("checkpoint", "logs", "plots")  # metrics that name files on the machine that ran them
+
+
+def code_version() -> str:
+    """The commit the study runs from (records outlive code changes, so each says what made it)."""
+    found = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).resolve().parent,
+    )
+    return found.stdout.strip() or "unknown"
+
+
 def save_record(run: Run, overrides: list[str]) -> None:
     """What the tables and plots need of a finished run, small enough to commit."""
     record = {
         "label": run.method,
         "seed": run.seed,
         "overrides": overrides,
+        "commit": code_version(),
         "wall_s": run.wall_s,
-        "metrics": run.metrics,
+        "metrics": {k: v for k, v in (run.metrics or {}).items() if k not in LOCAL_PATHS},
         "curves": run.curves,
     }
     path = record_path(run)
@@ -145,12 +162,15 @@ def save_record(run: Run, overrides: list[str]) -> None:
     path.write_text(json.dumps(record, indent=1) + "\n")
 
 
-def load_record(run: Run) -> bool:
-    """Fill `run` from its committed record; False when the run has none."""
+def load_record(run: Run, overrides: list[str]) -> bool:
+    """Fill `run` from its committed record; False when the run has none (or one made for other settings)."""
     path = record_path(run)
     if not path.exists():
         return False
     record = json.loads(path.read_text())
+    if (record["seed"], record["overrides"]) != (run.seed, overrides):
+        print(f"ignoring {path}: it was made for other settings", file=sys.stderr)
+        return False
     run.metrics, run.wall_s = record["metrics"], float(record["wall_s"])
     run.curves = {key: [(int(x), float(y)) for x, y in points] for key, points in record["curves"].items()}
     return True
@@ -259,14 +279,16 @@ def main_table(study: Study, chosen: dict[str, list[str]]) -> list[Run]:
 
 def reference_rows(study: Study) -> dict[str, dict[str, Any]]:
     """Raw pixels and the untrained backbone under the same evaluation, computed once and kept with the records."""
-    saved = RESULTS / "study_runs" / "references.json"
+    config = SHIPPED_CONFIGS / DATASET / "matrix_ssl.yaml"
+    named = run_directory(RESULTS / "study_runs", "references", 0, resolved_settings(config, study.overrides))
+    saved = named.with_name(f"{named.name}.json")
     if saved.exists():
         return dict(json.loads(saved.read_text()))
     if not study.train:
         return {}
     from matrixssl.eval.baselines import reference_baselines
 
-    rows = reference_baselines(load_config(SHIPPED_CONFIGS / DATASET / "matrix_ssl.yaml", study.overrides))
+    rows = reference_baselines(load_config(config, study.overrides))
     keep = {
         name: {k: row[k] for k in ("linear_top1", "knn_top1", "feature_effective_rank")}
         for name, row in rows.items()
@@ -353,9 +375,9 @@ def figures(runs: list[Run], name: str) -> dict[str, Path]:
 
 
 def write_table(name: str, title: str, intro: str, table: str, runs: list[Run]) -> None:
-    """Write one page, unless none of its runs has finished: then the page already there is kept (a study
-    restarted without its records must not blank the tables it made)."""
-    if not any(run.metrics for run in runs):
+    """Write one page, unless none of its runs has finished or failed: then the page already there is kept (a
+    study restarted without its records must not blank the tables it made)."""
+    if not any(run.metrics or run.error for run in runs):
         print(f"kept {RESULTS / name}: none of its runs has finished here", file=sys.stderr)
         return
     RESULTS.mkdir(parents=True, exist_ok=True)
