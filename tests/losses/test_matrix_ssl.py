@@ -223,19 +223,20 @@ def test_warns_once_outside_the_taylor_convergence_radius() -> None:
 
 
 def test_deferred_radius_check_covers_every_view_pair() -> None:
-    """Only the first pair's online view is outside the radius (a collapsed view: ||C||_F near 1, so
-    |0.5 - 1| + ||C||_F >= 1); the deferred check still warns, though the last pair alone would not."""
+    """Only a local view in the middle of the pair list is outside the radius (a collapsed view: ||C||_F near 1,
+    so |0.5 - 1| + ||C||_F >= 1); the deferred check still warns, though neither the first pair nor the last
+    alone would."""
     torch.manual_seed(0)
     collapsed = torch.randn(1, 16).sign() * torch.randn(64, 1).sign()  # every row ± one direction
-    online = [collapsed, *(torch.randn(64, 16) for _ in range(3))]
+    healthy = [torch.randn(64, 16) for _ in range(3)]
     targets = [torch.randn(64, 16) for _ in range(2)]
     loss = MatrixSSLLoss(ridge=0.5)
     loss.check_values = False
-    loss.multi_view_terms(online[1:], targets)  # no collapsed view: silent
+    loss.multi_view_terms(healthy, targets)  # no collapsed view: silent
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         loss.deferred_checks()
-    loss.multi_view_terms(online, targets)
+    loss.multi_view_terms([*healthy[:2], collapsed, healthy[2]], targets)
     with pytest.warns(RuntimeWarning, match="convergence radius"):
         loss.deferred_checks()
 
@@ -255,3 +256,12 @@ def test_value_checks_can_wait_for_the_caller() -> None:
         loss(o1, o2, t1, t2)  # outside the radius, but silent until the caller checks
     with pytest.warns(RuntimeWarning, match="convergence radius"):
         loss.deferred_checks()
+
+
+@pytest.mark.parametrize(("views", "targets"), [(2, 2), (6, 2), (3, 3), (5, 3), (4, 4)])
+def test_pair_indices_are_every_target_online_pair_but_the_same_view(views: int, targets: int) -> None:
+    from matrixssl.losses.matrix_ssl import _pair_indices
+
+    target_index, online_index = _pair_indices(views, targets, torch.device("cpu"))
+    expected = [(i, j) for j in range(views) for i in range(targets) if i != j]
+    assert list(zip(target_index.tolist(), online_index.tolist())) == expected

@@ -111,7 +111,7 @@ def random_resized_crop(
 
 
 def crop_grid(x_scale: Tensor, x_shift: Tensor, y_scale: Tensor, y_shift: Tensor, size: int) -> Tensor:
-    """(B, size, size, 2) sampling grid of axis-aligned crops: output pixel centre c in [-1, 1] reads input
+    """(B, size, size, 2) sampling grid of axis-aligned crops: output pixel centre c in (-1, 1) reads input
     x = x_scale * c + x_shift (y likewise), per image. What `F.affine_grid` gives for the matrices
     [[x_scale, 0, x_shift], [0, y_scale, y_shift]] (align_corners=False), made from two (B, size) vectors
     instead of a batched matrix product over every output pixel."""

@@ -48,7 +48,8 @@ class MatrixSSLTerms(NamedTuple):
         loss: uniformity + γ·alignment + β·online_uniformity, what `MatrixSSLLoss.forward` returns.
         uniformity: the mean of U(t, o) over the pairs.
         alignment: the mean of A(t, o) over the pairs (unweighted; zero when γ = 0).
-        online_uniformity: the mean of U(o, o) (unweighted; zero when β = 0).
+        online_uniformity: the mean of U(o, o) over the view pairs (a local view counts once per target; unweighted;
+            zero when β = 0).
     """
 
     loss: Tensor
