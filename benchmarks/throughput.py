@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -40,19 +39,15 @@ def _wait(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def teacher_backbone_of(model: SSLMethod) -> Callable[[Tensor], Tensor]:
-    return model.teacher.module[0] if model.teacher is not None else model.backbone  # type: ignore[index]
-
-
 def floor_work(model: SSLMethod, views: list[Tensor], precision: str, device: torch.device) -> None:
-    """The floor: backbone forward+backward on every view, teacher backbone forward on the two global views."""
-    teacher_backbone = teacher_backbone_of(model)
+    """The floor: backbone forward+backward on every view, and the EMA teacher's backbone forward on the two
+    global views (a teacher that is the student itself costs no forward of its own)."""
     with autocast(precision, device):
         total = sum(model.backbone(v).float().sum() for v in views)
-        if model.uses_teacher:
+        if model.teacher is not None:
             with torch.no_grad():
                 for v in views[:2]:
-                    teacher_backbone(v)
+                    model.teacher.module[0](v)  # type: ignore[index]
     total.backward()  # type: ignore[union-attr]
     model.zero_grad(set_to_none=True)
 
