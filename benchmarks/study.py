@@ -116,7 +116,7 @@ class Study:
         run = Run(
             label or method, seed, run_directory(self.runs, method, seed, resolved_settings(config, every))
         )
-        if load_record(run, every):
+        if load_record(run):
             return run
         if self.train:
             run = run_once(config, method, seed, every, self.runs, label)
@@ -162,14 +162,16 @@ def save_record(run: Run, overrides: list[str]) -> None:
     path.write_text(json.dumps(record, indent=1) + "\n")
 
 
-def load_record(run: Run, overrides: list[str]) -> bool:
-    """Fill `run` from its committed record; False when the run has none (or one made for other settings)."""
+def load_record(run: Run) -> bool:
+    """Fill `run` from its committed record; False when the run has none. The file name carries the resolved
+    settings (two rows whose overrides resolve alike, such as γ = 1 and the tuned recipe, share a record); a
+    record whose seed is not the run's is ignored."""
     path = record_path(run)
     if not path.exists():
         return False
     record = json.loads(path.read_text())
-    if (record["seed"], record["overrides"]) != (run.seed, overrides):
-        print(f"ignoring {path}: it was made for other settings", file=sys.stderr)
+    if record["seed"] != run.seed:
+        print(f"ignoring {path}: it holds seed {record['seed']}, not {run.seed}", file=sys.stderr)
         return False
     run.metrics, run.wall_s = record["metrics"], float(record["wall_s"])
     run.curves = {key: [(int(x), float(y)) for x, y in points] for key, points in record["curves"].items()}

@@ -30,7 +30,9 @@ def tiny_study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     monkeypatch.setattr(study, "MAIN_SEEDS", 1)
     monkeypatch.setattr(study, "TOP_SEEDS", 1)
     monkeypatch.setattr(study, "ABLATION_SEEDS", 1)
-    monkeypatch.setattr(study, "ABLATIONS", [("tuned recipe", []), ("γ = 0", ["loss.gamma=0"])])
+    # γ = 1 resolves like the tuned recipe: the two rows share one run and one record.
+    ablations = [("tuned recipe", []), ("γ = 0", ["loss.gamma=0"]), ("γ = 1", ["loss.gamma=1.0"])]
+    monkeypatch.setattr(study, "ABLATIONS", ablations)
     return [f"--runs={tmp_path / 'runs'}", f"data.dir={data}", *TINY]
 
 
