@@ -224,12 +224,10 @@ def tuning_table(study: Study) -> tuple[dict[str, list[str]], bool]:
     ]
     chosen: dict[str, list[str]] = {}
     searched: list[Run] = []
-    complete = True
     for method in METHODS:
         best, tried = tune(study, method)
         chosen[method] = best
         searched += [run for run, _ in tried]
-        complete = complete and all(run.metrics for run, _ in tried)
         for run, overrides in tried:
             mark = " **(chosen)**" if overrides == best and run.metrics else ""
             lines.append(f"| {method} | `{' '.join(overrides)}`{mark} | {metric_cells(run)} |")
@@ -245,7 +243,7 @@ def tuning_table(study: Study) -> tuple[dict[str, list[str]], bool]:
         "\n".join(lines),
         searched,
     )
-    return chosen, complete
+    return chosen, all(run.metrics for run in searched)
 
 
 def main_table(study: Study, chosen: dict[str, list[str]]) -> list[Run]:
