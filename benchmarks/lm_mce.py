@@ -12,16 +12,17 @@ Per task (`--tasks`, each its own section of the page):
   The γ with the most correct validation answers (ties: the smaller γ) is the form's row.
 - rows: base model, CE, CE + embedding-MCE and CE + relation-MCE at the picked γ, at every seed (the search
   seed's MCE runs are the search runs themselves).
-- resumable: each evaluation and each fine-tune + evaluation is one JSON file under --runs, named after its row,
-  γ and seed and a hash of everything that sets its result (task, model, FinetuneConfig, the text of its
-  problems, the decoding settings; not the device); an existing file is reused, so an interrupted benchmark
-  goes on where it stopped. The page is rewritten after every run; --report rewrites it from the stored runs
-  alone, training nothing (missing runs show as pending).
+- resumable: each evaluation and each fine-tune + evaluation is one small JSON record under --runs (by default
+  benchmarks/results/lm_mce_runs/, committed with the page, so a fresh clone goes on where the last machine
+  stopped), named after its row, γ and seed and a hash of everything that sets its result (task, model,
+  FinetuneConfig, the text of its problems, the decoding settings; not the device); an existing record is
+  reused, so an interrupted benchmark goes on where it stopped. The page is rewritten after every run; --report
+  rewrites it from the stored runs alone, training nothing (missing runs show as pending).
 
 Time per step is the library's mean over the steps after the first. The defaults are sized for a 2-core CPU
 (SmolLM2-135M, all parameters, 120 steps of batch 8); `--train-top-layers N` makes a step cheaper.
 
-    python benchmarks/lm_mce.py [--tasks arithmetic gsm_symbolic] [--seeds 0 1 2] [--runs runs/lm_mce] [--report]
+    python benchmarks/lm_mce.py [--tasks arithmetic gsm_symbolic] [--seeds 0 1 2] [--runs DIR] [--report]
 """
 
 from __future__ import annotations
@@ -144,7 +145,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--eval-batch-size", type=int, default=32, help="prompts generated together")
     parser.add_argument("--device", default="auto", help="auto (GPU if available), cpu, cuda, ...")
-    parser.add_argument("--runs", type=Path, default=Path("runs/lm_mce"), help="folder of the stored runs")
+    parser.add_argument(
+        "--runs", type=Path, default=_report.RESULTS / "lm_mce_runs", help="folder of the stored run records"
+    )
     parser.add_argument(
         "--report", action="store_true", help="rewrite the page from stored runs, train nothing"
     )

@@ -288,6 +288,11 @@ def test_page_numbers_over_three_seeds(lm_mce: Any, tmp_path: Path) -> None:
     assert "  - before fine-tuning: `a ⏎ b`" in text and "- q0 (answer 0)" in text
 
 
+def test_run_records_are_kept_beside_the_page_by_default(lm_mce: Any, tmp_path: Path) -> None:
+    """The records are committed with the page, so a fresh clone goes on where the last machine stopped."""
+    assert lm_mce.parse_args([]).runs == tmp_path / "lm_mce_runs"
+
+
 def test_bad_settings_stop_before_anything_is_made(lm_mce: Any, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(MatrixSSLError, match="steps must be a positive integer, got 0"):
         lm_mce.main(["--model", "/nonexistent", "--steps", "0"])
