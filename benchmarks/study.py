@@ -285,6 +285,7 @@ def reference_rows(study: Study) -> dict[str, dict[str, Any]]:
     if saved.exists():
         return dict(json.loads(saved.read_text()))
     if not study.train:
+        print(f"no reference rows: {saved.name} is missing (the main phase computes it)", file=sys.stderr)
         return {}
     from matrixssl.eval.baselines import reference_baselines
 
@@ -306,8 +307,8 @@ def ablation_table(study: Study, chosen: dict[str, list[str]]) -> list[Run]:
         for label, overrides in ABLATIONS
     ]
     rows = [
-        "| variant | overrides | seeds | linear top-1 (%) | kNN top-1 (%) | effective rank | precision |",
-        "|---|---|---|---|---|---|---|",
+        "| variant | overrides | seeds | linear top-1 (%) | kNN top-1 (%) | effective rank | precision | wall / run |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for label, overrides in ABLATIONS:
         mine = [r for r in runs if r.method == label]
@@ -319,8 +320,10 @@ def ablation_table(study: Study, chosen: dict[str, list[str]]) -> list[Run]:
         failed = [r.error for r in mine if r.error]
         note = f" (failed: {'; '.join(failed)})" if failed else ""
         precisions = ", ".join(sorted({str(r.metrics.get("precision", "?")) for r in done if r.metrics}))
+        wall = f"{statistics.mean(r.wall_s for r in done) / 60:.1f} min" if done else ""
         rows.append(
-            f"| {label}{note} | `{' '.join(overrides) or '-'}` | {len(done)} | {' | '.join(cells)} | {precisions} |"
+            f"| {label}{note} | `{' '.join(overrides) or '-'}` | {len(done)} | {' | '.join(cells)} | {precisions} "
+            f"| {wall} |"
         )
     write_table(
         "study_ablation.md",
@@ -330,7 +333,8 @@ def ablation_table(study: Study, chosen: dict[str, list[str]]) -> list[Run]:
         + "`) at half the main budget (3 epochs on all 60,000 "
         "images, local views), 2 seeds, one change per row. λ is the target scale, μ the ridge, β the online "
         "uniformity weight (not in the paper). Precision is what `trainer.precision=auto` chose on the machine "
-        "that ran them (bf16-mixed where the CPU has native bf16, else 32-true).",
+        "that ran them (bf16-mixed where the CPU has native bf16, else 32-true). Wall time includes evaluation; "
+        "runs may have shared the 2 cores with other work (it does not change their accuracy).",
         "\n".join(rows),
         runs,
     )

@@ -49,23 +49,26 @@ def test_epochs_done_is_fractional_for_a_budget_that_ends_inside_an_epoch() -> N
 
 
 def test_summary_table_mean_std_failures_and_references() -> None:
-    def done(seed: int, linear: float) -> Run:
+    def done(seed: int, linear: float, precision: str) -> Run:
         metrics = {"linear_top1": linear, "knn_top1": 50.0, "feature_effective_rank": 4.0, "epochs": 2}
-        return Run("a", seed, Path("x"), metrics=metrics, wall_s=120.0)
+        return Run("a", seed, Path("x"), metrics=metrics | {"precision": precision}, wall_s=120.0)
 
     runs = [
-        done(0, 80.0),
-        done(1, 82.0),
+        done(0, 80.0, "bf16-mixed"),
+        done(1, 82.0, "32-true"),
         Run("b", 0, Path("y"), error="exit 2: boom"),
         Run("c", 1, Path("z")),
     ]
     reference = {"linear_top1": 70.0, "knn_top1": 60.0, "feature_effective_rank": 9.0}
     table = summary_table(runs, {"raw pixels": reference})
     # sample std of (80, 82) is sqrt(2) = 1.41
-    assert "| a | 2 | 2 | 2.0 min | 81.00 ± 1.41 | 50.00 ± 0.00 | 4.00 ± 0.00 |" in table
-    assert "| b (seed 0) | failed | | | exit 2: boom | | |" in table
-    assert "| c (seed 1) | not run yet | | | | | |" in table  # neither metrics nor an error
-    assert "| *raw pixels* (reference) | | 0 | | 70.00 | 60.00 | 9.00 |" in table
+    # the seeds ran at two precisions (two machines' "auto"): the row says so
+    assert (
+        "| a | 2 | 2 | 32-true, bf16-mixed | 2.0 min | 81.00 ± 1.41 | 50.00 ± 0.00 | 4.00 ± 0.00 |" in table
+    )
+    assert "| b (seed 0) | failed | | | | exit 2: boom | | |" in table
+    assert "| c (seed 1) | not run yet | | | | | | |" in table  # neither metrics nor an error
+    assert "| *raw pixels* (reference) | | 0 | | | 70.00 | 60.00 | 9.00 |" in table
 
 
 def test_bench_end_to_end_reports_a_crashed_method_and_reuses_finished_runs(tmp_path: Path, capsys) -> None:
@@ -89,7 +92,7 @@ def test_bench_end_to_end_reports_a_crashed_method_and_reuses_finished_runs(tmp_
     assert main(command) == 1  # one method failed: reported, not fatal
     report = (tmp_path / "results" / "fashion-mnist.md").read_text()
     assert "| matrix_ssl | 2 | 1 |" in report
-    assert "| broken (seed 0) | failed | | | exit 2: matrixssl: error: unknown method 'nope'" in report
+    assert "| broken (seed 0) | failed | | | | exit 2: matrixssl: error: unknown method 'nope'" in report
     assert "*raw pixels* (reference)" in report and "*random weights* (reference)" in report
     assert f"channels_last True), precision {training_precision(load_config(None, []))};" in report
     assert (tmp_path / "results" / "fashion-mnist_curves.png").stat().st_size > 0

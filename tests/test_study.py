@@ -60,6 +60,8 @@ def test_the_study_tunes_compares_ablates_and_reports(tiny_study: list[str], tmp
     assert "*raw pixels* (reference)" in main_table
     ablation = (results / "study_ablation.md").read_text()
     assert "| tuned recipe | `-` | 1 |" in ablation and "| γ = 0 | `loss.gamma=0` | 1 |" in ablation
+    for row in (line for line in ablation.splitlines() if line.startswith("| γ = 0 |")):
+        assert row.split("|")[-3].strip() == "32-true" and row.endswith(" min |")  # precision, wall / run
     long = (results / "study_long.md").read_text()
     assert "matrix_ssl (" in long and "60 minutes" in long
     for metrics in runs.glob("*_m0.01_*/metrics.json"):
@@ -82,4 +84,5 @@ def test_the_study_tunes_compares_ablates_and_reports(tiny_study: list[str], tmp
     # Without records or run folders, nothing has finished: the pages already there are kept, not blanked.
     shutil.rmtree(results / "study_runs")
     assert study.main(["report", *tiny_study]) == 0
+    assert "no reference rows: references_" in capsys.readouterr().err
     assert {path.name: path.read_text() for path in results.glob("study_*.md")} == tables

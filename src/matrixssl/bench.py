@@ -152,8 +152,8 @@ def mean_std(values: list[float]) -> str:
 def summary_table(runs: list[Run], references: dict[str, dict[str, Any]]) -> str:
     """Markdown: one row per method (mean ± std over its seeds), failures named, reference rows last."""
     lines = [
-        "| method | seeds | epochs | wall time / run | linear top-1 (%) | kNN top-1 (%) | effective rank |",
-        "|---|---|---|---|---|---|---|",
+        "| method | seeds | epochs | precision | wall time / run | linear top-1 (%) | kNN top-1 (%) | effective rank |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for method in dict.fromkeys(run.method for run in runs):
         mine = [run for run in runs if run.method == method]
@@ -163,20 +163,24 @@ def summary_table(runs: list[Run], references: dict[str, dict[str, Any]]) -> str
             columns = [
                 mean_std([float(run.metrics[key]) for run in done if run.metrics]) for key in SUMMARY_KEYS
             ]
+            # Seeds of one row may come from machines whose "auto" precision differs: the cell says so.
+            precisions = ", ".join(
+                sorted({str(run.metrics.get("precision", "?")) for run in done if run.metrics})
+            )
             wall = statistics.mean(run.wall_s for run in done)
             lines.append(
-                f"| {method} | {len(done)} | {'/'.join(map(str, epochs))} | {wall / 60:.1f} min | "
+                f"| {method} | {len(done)} | {'/'.join(map(str, epochs))} | {precisions} | {wall / 60:.1f} min | "
                 + " | ".join(columns)
                 + " |"
             )
         for run in mine:
             if run.error is not None:
-                lines.append(f"| {method} (seed {run.seed}) | failed | | | {run.error} | | |")
+                lines.append(f"| {method} (seed {run.seed}) | failed | | | | {run.error} | | |")
             elif run.metrics is None:
-                lines.append(f"| {method} (seed {run.seed}) | not run yet | | | | | |")
+                lines.append(f"| {method} (seed {run.seed}) | not run yet | | | | | | |")
     for name, report in references.items():
         lines.append(
-            f"| *{name}* (reference) | | 0 | | {report['linear_top1']:.2f} | {report['knn_top1']:.2f} | "
+            f"| *{name}* (reference) | | 0 | | | {report['linear_top1']:.2f} | {report['knn_top1']:.2f} | "
             f"{report['feature_effective_rank']:.2f} |"
         )
     return "\n".join(lines) + "\n"
