@@ -3,13 +3,13 @@
 "step": the real training step under Lightning (views, every online branch, the teacher, loss and probe,
 backward, optimiser step, EMA update), the interval between batch starts. "floor": what no implementation can
 avoid, at the same batch shapes and precision: the backbone's forward and backward on every view plus the teacher
-backbone's forward on the two global views. Each step is paired with a floor run right after it, and the ratio
-is the median of the per-step ratios, so that a machine whose speed drifts (shared or throttled CPUs) moves
-both sides of each ratio together. The parts are the same step
-run by hand with a timer around each part (the host waits for the device at each boundary, so on a GPU
-they add up to a little more than the step).
+backbone's forward on the two global views. Right after each Lightning step, on the same batch, the same step is
+run by hand with a timer around each part (the parts' table), then the floor, then the floor with the heads; each
+ratio is the median of the per-step ratios, so that a machine whose speed drifts (shared or throttled CPUs) moves
+both sides of each ratio together. On a GPU the by-hand parts add up to a little more than the step: the host
+waits for the device at each boundary.
 
-    python benchmarks/throughput.py [--steps 10] [--warmup 3] [--batch-size 256]
+    python benchmarks/throughput.py [--steps 10] [--warmup 3] [--batch-size 256] [key=value overrides]
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -72,45 +73,88 @@ def floor_with_heads_work(
     model.zero_grad(set_to_none=True)
 
 
-class PairedFloorTimer(L.Callback):
-    """Times each Lightning step and, right after it, the floor on a batch of the same shapes, so that each
-    step is paired with a floor measured in the same machine state (a shared or throttled CPU drifts by tens
-    of percent between minutes). The floor's own time is taken out of the interval between batch starts."""
+def by_hand_step(
+    model: SSLMethod, optimizer: torch.optim.Optimizer, batch: Any, index: int, precision: str
+) -> tuple[dict[str, float], list[Tensor]]:
+    """One training step written out by hand, a timer around each part (the host waits for the device at each
+    boundary); the seconds of each part and the views it made."""
+    device = next(model.parameters()).device
+    marks: list[float] = []
+
+    def mark() -> None:
+        _wait(device)
+        marks.append(time.perf_counter())
+
+    mark()
+    with autocast(precision, device):
+        views, labels = model.make_views(batch)
+        mark()
+        features = [model.backbone(v) for v in views]
+        online = [model.projector(f) for f in features]
+        mark()
+        teacher = model.teacher_outputs(views[:2], online[:2])
+        mark()
+        probe_loss = model.probe_step(features[0].detach(), labels)[0]
+        loss = model.loss_from_views(online, teacher)["loss"] + probe_loss
+        mark()
+    loss.backward()
+    mark()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    model.on_train_batch_end(None, batch, index)
+    mark()
+    return {part: end - start for part, start, end in zip(PARTS, marks, marks[1:])}, views
+
+
+class PairedTimer(L.Callback):
+    """Times each Lightning step and, right after it on the same batch, the same step by hand (part by part),
+    the floor and the floor with the heads, so that the four are measured in one machine state (a shared or
+    throttled CPU drifts by tens of percent between minutes). The inserted work is taken out of the interval
+    between batch starts."""
 
     def __init__(self, precision: str) -> None:
         self.precision = precision
         self.starts: list[float] = []
         self.inserted: list[float] = []
+        self.parts: list[dict[str, float]] = []
         self.floors: list[float] = []
+        self.heads: list[float] = []
 
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
         _wait(trainer.strategy.root_device)
         self.starts.append(time.perf_counter())
 
     def on_train_batch_end(
-        self, trainer: L.Trainer, model: L.LightningModule, outputs: Any, batch: Any, *_: Any
+        self, trainer: L.Trainer, model: L.LightningModule, outputs: Any, batch: Any, batch_index: int
     ) -> None:
         device = trainer.strategy.root_device
         _wait(device)
         begin = time.perf_counter()
-        with autocast(self.precision, device):
-            views = model.make_views(batch)[0]  # type: ignore[operator]
-        _wait(device)
-        floor_start = time.perf_counter()
-        floor_work(model, views, self.precision, device)  # type: ignore[arg-type]
-        _wait(device)
-        end = time.perf_counter()
-        self.floors.append(end - floor_start)
-        self.inserted.append(end - begin)
+        parts, views = by_hand_step(model, trainer.optimizers[0], batch, batch_index, self.precision)  # type: ignore[arg-type]
+        marks = [time.perf_counter()]
+        for work in (floor_work, floor_with_heads_work):
+            work(model, views, self.precision, device)  # type: ignore[arg-type]
+            _wait(device)
+            marks.append(time.perf_counter())
+        self.parts.append(parts)
+        self.floors.append(marks[1] - marks[0])
+        self.heads.append(marks[2] - marks[1])
+        self.inserted.append(marks[2] - begin)
 
 
-def lightning_step_seconds(
-    model: SSLMethod, loader: DataLoader, steps: int, warmup: int, precision: str
-) -> tuple[float, float, float]:
-    """Median step and floor seconds, and the median of the per-step ratios."""
-    timer = PairedFloorTimer(precision)
+def measure(config: Config, name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Medians of the Lightning step, the floor and the by-hand parts, and medians of the per-step ratios."""
+    images = args.batch_size * (args.steps + args.warmup + 2)
+    data = load_dataset(
+        config.data.name, config.data.dir, "train", subset=images, image_size=config.data.image_size
+    )
+    precision = training_precision(config)
+    torch.manual_seed(0)
+    model = build_method(config, info=data.info, steps_per_epoch=len(data) // args.batch_size)
+    loader = DataLoader(data, batch_size=args.batch_size, shuffle=True, drop_last=True)
+    timer = PairedTimer(precision)
     trainer = L.Trainer(
-        max_steps=steps + warmup + 1,
+        max_steps=args.steps + args.warmup + 1,
         precision=precision,  # type: ignore[arg-type]
         accelerator="auto",
         devices=1,
@@ -122,93 +166,31 @@ def lightning_step_seconds(
         callbacks=[timer],
     )
     trainer.fit(model, loader)
-    starts = timer.starts[warmup:]
-    steps_s = [b - a - inserted for a, b, inserted in zip(starts, starts[1:], timer.inserted[warmup:])]
-    floors = timer.floors[warmup : warmup + len(steps_s)]
-    ratios = [step / floor for step, floor in zip(steps_s, floors)]
-    return statistics.median(steps_s), statistics.median(floors), statistics.median(ratios)
+    w = args.warmup
+    starts = timer.starts[w:]
+    steps = [b - a - inserted for a, b, inserted in zip(starts, starts[1:], timer.inserted[w:])]
+    end = w + len(steps)
+    floors, heads, parts = timer.floors[w:end], timer.heads[w:end], timer.parts[w:end]
+    by_hand = [sum(p.values()) for p in parts]
 
+    def median_ratio(top: list[float], bottom: list[float]) -> float:
+        return statistics.median(a / b for a, b in zip(top, bottom))
 
-def part_seconds(
-    model: SSLMethod, batch: tuple[Tensor, Tensor], steps: int, warmup: int, precision: str
-) -> tuple[dict[str, float], float, float]:
-    """Median seconds of each part of a training step run by hand, and the medians of the per-step ratios of
-    the floor with the heads to the floor: each step is followed by the floor's work on the same views, then
-    by the floor with the heads, so that all three see the machine in the same state."""
-    device = next(model.parameters()).device
-    optimizer = model.configure_optimizers()["optimizer"]
-    model.train()
-    samples: dict[str, list[float]] = {part: [] for part in PARTS}
-    floors: list[float] = []
-    heads_ratios: list[float] = []
-    marks: list[float] = []
-
-    def mark() -> None:
-        _wait(device)
-        marks.append(time.perf_counter())
-
-    for index in range(warmup + steps):
-        marks.clear()
-        mark()
-        with autocast(precision, device):
-            views, labels = model.make_views(batch)
-            mark()
-            features = [model.backbone(v) for v in views]
-            online = [model.projector(f) for f in features]
-            mark()
-            teacher = model.teacher_outputs(views[:2], online[:2])
-            mark()
-            probe_loss = model.probe_step(features[0].detach(), labels)[0]
-            loss = model.loss_from_views(online, teacher)["loss"] + probe_loss
-            mark()
-        loss.backward()
-        mark()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        model.on_train_batch_end(None, batch, index)
-        mark()
-        floor_work(model, views, precision, device)
-        mark()
-        floor_with_heads_work(model, views, precision, device)
-        mark()
-        if index >= warmup:
-            for part, start, end in zip(PARTS, marks, marks[1:]):
-                samples[part].append(end - start)
-            floors.append(marks[-2] - marks[-3])
-            heads_ratios.append((marks[-1] - marks[-2]) / floors[-1])
-    parts = {part: statistics.median(values) for part, values in samples.items()}
-    return parts, statistics.median(floors), statistics.median(heads_ratios)
-
-
-def measure(config: Config, name: str, args: argparse.Namespace) -> dict[str, Any]:
-    images = args.batch_size * (args.steps + args.warmup + 2)
-    data = load_dataset(
-        config.data.name, config.data.dir, "train", subset=images, image_size=config.data.image_size
-    )
-    steps_per_epoch = len(data) // args.batch_size
-    precision = training_precision(config)
-    torch.manual_seed(0)
-    model = build_method(config, info=data.info, steps_per_epoch=steps_per_epoch)
-    loader = DataLoader(data, batch_size=args.batch_size, shuffle=True, drop_last=True)
-    step, floor, ratio = lightning_step_seconds(model, loader, args.steps, args.warmup, precision)
-    device = next(model.parameters()).device
-    batch = tuple(t.to(device) for t in next(iter(loader)))
-    parts, by_hand_floor, heads_ratio = part_seconds(model, batch, args.steps, args.warmup, precision)
-    views = 2 + config.data.local_views
     return {
         "name": name,
-        "views": views,
-        "step": step,
-        "floor": floor,
-        "ratio": ratio,
-        "by_hand_ratio": sum(parts.values()) / by_hand_floor,
-        "heads_ratio": heads_ratio,
-        "parts": parts,
+        "views": 2 + config.data.local_views,
+        "step": statistics.median(steps),
+        "floor": statistics.median(floors),
+        "ratio": median_ratio(steps, floors),
+        "by_hand_ratio": median_ratio(by_hand, floors),
+        "lightning_ratio": median_ratio(steps, by_hand),
+        "heads_ratio": median_ratio(heads, floors),
+        "parts": {part: statistics.median(p[part] for p in parts) for part in PARTS},
         "precision": precision,
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10, help="timed steps (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default: %(default)s)")
@@ -220,8 +202,9 @@ def main() -> None:
         help="measure each config this many times, one row each (default: %(default)s)",
     )
     parser.add_argument("--output", default="throughput.md", help="file name under benchmarks/results/")
-    args = parser.parse_args()
-    base = [f"data.batch_size={args.batch_size}", "trainer.max_epochs=1"]
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for both configs")
+    args = parser.parse_args(argv)
+    base = [*args.overrides, f"data.batch_size={args.batch_size}", "trainer.max_epochs=1"]
     quick = load_config("fashion-mnist/matrix_ssl", base)
     two_view = load_config("fashion-mnist/matrix_ssl", [*base, "data.local_views=0"])
     configs = [
@@ -231,11 +214,12 @@ def main() -> None:
     repeats = [[measure(config, name, args) for config, name in configs] for _ in range(args.repeats)]
     summary = [
         "| config | repeat | views | images/s | step (ms) | floor (ms) | step / floor | by-hand step / floor "
-        "| floor with heads / floor |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| Lightning step / by-hand step | floor with heads / floor |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ] + [
         f"| {r['name']} | {index + 1} | {r['views']} | {args.batch_size / r['step']:.0f} | {1e3 * r['step']:.0f} | "
-        f"{1e3 * r['floor']:.0f} | **{r['ratio']:.2f}** | {r['by_hand_ratio']:.2f} | {r['heads_ratio']:.2f} |"
+        f"{1e3 * r['floor']:.0f} | **{r['ratio']:.2f}** | {r['by_hand_ratio']:.2f} | {r['lightning_ratio']:.2f} | "
+        f"{r['heads_ratio']:.2f} |"
         for column in range(len(configs))
         for index, r in enumerate(result[column] for result in repeats)
     ]
@@ -262,18 +246,18 @@ def main() -> None:
         header("Training step against its floor")
         + f"Matrix-SSL, {m.backbone} ({m.stem} stem) width {m.width}, blocks/stage {m.blocks_per_stage}, "
         f"{quick.data.name}, batch {args.batch_size}, precision {results[0]['precision']}, channels_last "
-        f"{m.channels_last}; medians over {args.steps} steps after {args.warmup} warm-up steps. Floor: backbone "
+        f"{m.channels_last}; medians over {args.steps} steps after {args.warmup} warm-up steps. Right after each "
+        "Lightning step, on the same batch: the same step by hand (the parts below), the floor (backbone "
         "forward+backward on every view plus the teacher backbone's forward on the two global views, same batch "
-        "shapes and precision, run right after each step; step / floor is the median of the per-step ratios. "
-        "Floor with heads: the floor plus the projector and predictor forward and backward on every view and the "
-        "teacher's projector on the two global views (what a step costs if views, loss, probe, optimiser and "
-        "Lightning were free), paired likewise with the by-hand steps.\n\n"
+        "shapes and precision), and the floor with heads (plus the projector and predictor forward and backward "
+        "on every view and the teacher's projector on the two global views: what a step costs if views, loss, "
+        "probe, optimiser and Lightning were free). Every ratio is the median of the per-step ratios.\n\n"
         + "\n".join(summary)
         + "\n\n"
         + "\n".join(breakdown)
         + "\n"
     )
-    write(args.output, text)
+    return write(args.output, text)
 
 
 if __name__ == "__main__":
