@@ -10,7 +10,8 @@ so a fresh clone continues the study where it stopped instead of training every 
               best lr: 4 proxy runs per method (2 epochs on 20,000 images), 1 seed
     main      every method, tuned, at the main job's budget (6 epochs, 60,000 images), 2 seeds, a 3rd for the top 3
     ablate    Matrix-SSL ablations at half that budget (3 epochs), 2 seeds
-    long      60 minutes of pretraining for the best Matrix-SSL recipe and the best other method (idle machine!)
+    long      60 minutes of pretraining for the best Matrix-SSL recipe and the best other method (idle machine!);
+              --long-baseline METHOD names the other method instead of reading main's runs
     report    rewrite every table from the runs that exist, training nothing
 
     python benchmarks/study.py PHASE [PHASE ...] [--runs runs/study] [key=value overrides of every run]
@@ -341,11 +342,19 @@ def ablation_table(study: Study, chosen: dict[str, list[str]]) -> list[Run]:
     return runs
 
 
-def long_runs(study: Study, chosen: dict[str, list[str]], main: list[Run], ablation: list[Run]) -> list[Run]:
-    best_baseline = max(
-        (m for m in METHODS if m != "matrix_ssl"),
-        key=lambda m: statistics.mean([linear(r) for r in main if r.method == m] or [float("-inf")]),
-    )
+def long_runs(
+    study: Study, chosen: dict[str, list[str]], main: list[Run], ablation: list[Run], baseline: str | None
+) -> list[Run]:
+    """The best Matrix-SSL recipe of the ablation and `baseline`, by default the best other method of the main
+    table, for 60 minutes each."""
+    picked = "the best other method of the main table"
+    if baseline is None:
+        baseline = max(
+            (m for m in METHODS if m != "matrix_ssl"),
+            key=lambda m: statistics.mean([linear(r) for r in main if r.method == m] or [float("-inf")]),
+        )
+    else:
+        picked = f"`{baseline}`, named with --long-baseline"
     rows = {label: overrides for label, overrides in ABLATIONS}
     best_row = max(
         rows,
@@ -357,7 +366,7 @@ def long_runs(study: Study, chosen: dict[str, list[str]], main: list[Run], ablat
         study.run(
             "matrix_ssl", [*LONG, *chosen["matrix_ssl"], *rows[best_row]], 0, f"matrix_ssl ({best_row})"
         ),
-        study.run(best_baseline, [*LONG, *chosen[best_baseline]], 0),
+        study.run(baseline, [*LONG, *chosen[baseline]], 0),
     ]
     plots = figures(runs, "study_long")
     write_table(
@@ -365,7 +374,7 @@ def long_runs(study: Study, chosen: dict[str, list[str]], main: list[Run], ablat
         "Study, step 4: 60 minutes of pretraining",
         "Equal compute: 60 minutes of pretraining each (the run times its first steps and plans its schedules "
         "for the steps that fit), all 60,000 images, local views, 1 seed, on an otherwise idle machine: the "
-        "best Matrix-SSL recipe of the ablation and the best other method of the main table.",
+        f"best Matrix-SSL recipe of the ablation and {picked}.",
         summary_table(runs, {}) + "".join(f"\n![{n}]({p.name})" for n, p in plots.items()),
         runs,
     )
@@ -405,6 +414,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--runs", type=Path, default=Path("runs/study"), help="where the runs go (default: %(default)s)"
     )
+    parser.add_argument(
+        "--long-baseline",
+        choices=[m for m in METHODS if m != "matrix_ssl"],
+        help="the other method of the long phase (default: the best of the main table, whose runs must all "
+        "have finished)",
+    )
     args = parser.parse_intermixed_args(argv)
     asked = [word for word in args.words if "=" not in word]
     overrides = [word for word in args.words if "=" in word]
@@ -425,9 +440,13 @@ def main(argv: list[str] | None = None) -> int:
         if last >= 2:
             ablation = ablation_table(study["ablate"], chosen)
         if last >= 3:
-            if study["long"].train and not all(r.metrics for r in main_runs + ablation):
-                raise MatrixSSLError("the long runs pick the best of main and ablate: run those phases first")
-            long_runs(study["long"], chosen, main_runs, ablation)
+            picks_from = ablation + (main_runs if args.long_baseline is None else [])
+            if study["long"].train and not all(r.metrics for r in picks_from):
+                raise MatrixSSLError(
+                    "the long runs pick the best of main (unless --long-baseline names a method) and of ablate: "
+                    "run those phases first"
+                )
+            long_runs(study["long"], chosen, main_runs, ablation, args.long_baseline)
     except MatrixSSLError as error:
         print(f"study.py: error: {error}", file=sys.stderr)
         return 2

@@ -54,6 +54,10 @@ def test_the_study_tunes_compares_ablates_and_reports(tiny_study: list[str], tmp
         assert linears[chosen] == max(linears)
     assert "loss.simclr.temperature=0.2" in tuning and "loss.gamma=2" in tuning
     assert len(list(runs.glob("*/metrics.json"))) == 8
+    # The long phase can take its baseline by name instead of from the main table (whose runs it then skips).
+    assert study.main(["ablate", "long", "--long-baseline=simclr", *tiny_study]) == 0
+    assert not (results / "study_main.md").exists()  # none of the main table's runs was made
+    assert "and `simclr`, named with --long-baseline" in (results / "study_long.md").read_text()
     assert study.main(["main", "ablate", "long", *tiny_study]) == 0
     main_table = (results / "study_main.md").read_text()
     assert "| matrix_ssl | 1 | 1 |" in main_table and "| simclr | 1 | 1 |" in main_table
