@@ -545,6 +545,12 @@ def task_section(args: argparse.Namespace, runs: Runs, data: TaskData) -> list[s
     return lines
 
 
+def shown_path(path: Path) -> str:
+    """A path as the page shows it: relative to the repository when inside it (the page is committed)."""
+    root = Path(__file__).resolve().parents[1]
+    return str(path.resolve().relative_to(root)) if path.resolve().is_relative_to(root) else str(path)
+
+
 def markdown(args: argparse.Namespace, runs: Runs) -> str:
     """The results page: the design and settings, then one section per task."""
     specs = [spec for task in args.tasks for spec in plan(args, runs, task)]
@@ -584,7 +590,7 @@ def markdown(args: argparse.Namespace, runs: Runs) -> str:
         "final number (after `####`, else the last one) must equal the answer",
         f"- runs: {len(finished)} of {expected} made ({expected - len(finished)} pending, "
         f"{sum('error' in r for r in finished)} failed), {compute / 60:.1f} min of fine-tuning and evaluation "
-        f"in them; each stored as JSON under `{args.runs}` and reused when the benchmark runs again",
+        f"in them; each stored as JSON under `{shown_path(args.runs)}` and reused when the benchmark runs again",
         "",
         "Std is the sample standard deviation over seeds.",
         "",

@@ -441,12 +441,18 @@ def main(argv: list[str] | None = None) -> int:
             ablation = ablation_table(study["ablate"], chosen)
         if last >= 3:
             picks_from = ablation + (main_runs if args.long_baseline is None else [])
-            if study["long"].train and not all(r.metrics for r in picks_from):
+            if all(r.metrics for r in picks_from):
+                long_runs(study["long"], chosen, main_runs, ablation, args.long_baseline)
+            elif study["long"].train:
                 raise MatrixSSLError(
                     "the long runs pick the best of main (unless --long-baseline names a method) and of ablate: "
                     "run those phases first"
                 )
-            long_runs(study["long"], chosen, main_runs, ablation, args.long_baseline)
+            else:  # which runs the page shows is not known yet (or needs --long-baseline)
+                print(
+                    "kept study_long.md: main or ablate has runs left (or pass --long-baseline)",
+                    file=sys.stderr,
+                )
     except MatrixSSLError as error:
         print(f"study.py: error: {error}", file=sys.stderr)
         return 2

@@ -74,12 +74,19 @@ def floor_with_heads_work(
 
 
 def by_hand_step(
-    model: SSLMethod, optimizer: torch.optim.Optimizer, batch: Any, index: int, precision: str
+    model: SSLMethod,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    batch: Any,
+    index: int,
+    precision: str,
 ) -> tuple[dict[str, float], list[Tensor]]:
     """One training step written out by hand, a timer around each part (the host waits for the device at each
-    boundary); the seconds of each part and the views it made."""
+    boundary); the seconds of each part and the views it made. `scaler` is enabled for 16-mixed only: an
+    overflowing step is then skipped, as Lightning skips it."""
     device = next(model.parameters()).device
     marks: list[float] = []
+    optimizer.zero_grad(set_to_none=True)  # Lightning leaves its step's gradients in place
 
     def mark() -> None:
         _wait(device)
@@ -97,9 +104,10 @@ def by_hand_step(
         probe_loss = model.probe_step(features[0].detach(), labels)[0]
         loss = model.loss_from_views(online, teacher)["loss"] + probe_loss
         mark()
-    loss.backward()
+    scaler.scale(loss).backward()
     mark()
-    optimizer.step()
+    scaler.step(optimizer)
+    scaler.update()
     optimizer.zero_grad(set_to_none=True)
     model.on_train_batch_end(None, batch, index)
     mark()
@@ -112,8 +120,9 @@ class PairedTimer(L.Callback):
     throttled CPU drifts by tens of percent between minutes). The inserted work is taken out of the interval
     between batch starts."""
 
-    def __init__(self, precision: str) -> None:
+    def __init__(self, precision: str, device: torch.device) -> None:
         self.precision = precision
+        self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
         self.starts: list[float] = []
         self.inserted: list[float] = []
         self.parts: list[dict[str, float]] = []
@@ -130,7 +139,8 @@ class PairedTimer(L.Callback):
         device = trainer.strategy.root_device
         _wait(device)
         begin = time.perf_counter()
-        parts, views = by_hand_step(model, trainer.optimizers[0], batch, batch_index, self.precision)  # type: ignore[arg-type]
+        optimizer = trainer.optimizers[0]
+        parts, views = by_hand_step(model, optimizer, self.scaler, batch, batch_index, self.precision)  # type: ignore[arg-type]
         marks = [time.perf_counter()]
         for work in (floor_work, floor_with_heads_work):
             work(model, views, self.precision, device)  # type: ignore[arg-type]
@@ -140,6 +150,29 @@ class PairedTimer(L.Callback):
         self.floors.append(marks[1] - marks[0])
         self.heads.append(marks[2] - marks[1])
         self.inserted.append(marks[2] - begin)
+
+    def summary(self, warmup: int) -> dict[str, Any]:
+        """Medians after `warmup` steps: of the Lightning step (the interval to the next batch start less the
+        work inserted after it; the last step has no next start), of the floor and of each by-hand part, and
+        of the per-step ratios."""
+        starts = self.starts[warmup:]
+        steps = [b - a - inserted for a, b, inserted in zip(starts, starts[1:], self.inserted[warmup:])]
+        end = warmup + len(steps)
+        floors, heads, parts = self.floors[warmup:end], self.heads[warmup:end], self.parts[warmup:end]
+        by_hand = [sum(p.values()) for p in parts]
+
+        def median_ratio(top: list[float], bottom: list[float]) -> float:
+            return statistics.median(a / b for a, b in zip(top, bottom))
+
+        return {
+            "step": statistics.median(steps),
+            "floor": statistics.median(floors),
+            "ratio": median_ratio(steps, floors),
+            "by_hand_ratio": median_ratio(by_hand, floors),
+            "lightning_ratio": median_ratio(steps, by_hand),
+            "heads_ratio": median_ratio(heads, floors),
+            "parts": {part: statistics.median(p[part] for p in parts) for part in PARTS},
+        }
 
 
 def measure(config: Config, name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -152,7 +185,7 @@ def measure(config: Config, name: str, args: argparse.Namespace) -> dict[str, An
     torch.manual_seed(0)
     model = build_method(config, info=data.info, steps_per_epoch=len(data) // args.batch_size)
     loader = DataLoader(data, batch_size=args.batch_size, shuffle=True, drop_last=True)
-    timer = PairedTimer(precision)
+    timer = PairedTimer(precision, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     trainer = L.Trainer(
         max_steps=args.steps + args.warmup + 1,
         precision=precision,  # type: ignore[arg-type]
@@ -166,27 +199,11 @@ def measure(config: Config, name: str, args: argparse.Namespace) -> dict[str, An
         callbacks=[timer],
     )
     trainer.fit(model, loader)
-    w = args.warmup
-    starts = timer.starts[w:]
-    steps = [b - a - inserted for a, b, inserted in zip(starts, starts[1:], timer.inserted[w:])]
-    end = w + len(steps)
-    floors, heads, parts = timer.floors[w:end], timer.heads[w:end], timer.parts[w:end]
-    by_hand = [sum(p.values()) for p in parts]
-
-    def median_ratio(top: list[float], bottom: list[float]) -> float:
-        return statistics.median(a / b for a, b in zip(top, bottom))
-
     return {
         "name": name,
         "views": 2 + config.data.local_views,
-        "step": statistics.median(steps),
-        "floor": statistics.median(floors),
-        "ratio": median_ratio(steps, floors),
-        "by_hand_ratio": median_ratio(by_hand, floors),
-        "lightning_ratio": median_ratio(steps, by_hand),
-        "heads_ratio": median_ratio(heads, floors),
-        "parts": {part: statistics.median(p[part] for p in parts) for part in PARTS},
         "precision": precision,
+        **timer.summary(args.warmup),
     }
 
 
@@ -202,8 +219,16 @@ def main(argv: list[str] | None = None) -> Path:
         help="measure each config this many times, one row each (default: %(default)s)",
     )
     parser.add_argument("--output", default="throughput.md", help="file name under benchmarks/results/")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for both configs")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="config overrides for both configs (the batch size is --batch-size's)",
+    )
     args = parser.parse_args(argv)
+    for name, least in (("steps", 1), ("warmup", 0), ("repeats", 1), ("batch_size", 2)):
+        if getattr(args, name) < least:
+            parser.error(f"--{name.replace('_', '-')} must be at least {least}, got {getattr(args, name)}")
     base = [*args.overrides, f"data.batch_size={args.batch_size}", "trainer.max_epochs=1"]
     quick = load_config("fashion-mnist/matrix_ssl", base)
     two_view = load_config("fashion-mnist/matrix_ssl", [*base, "data.local_views=0"])
@@ -251,7 +276,8 @@ def main(argv: list[str] | None = None) -> Path:
         "forward+backward on every view plus the teacher backbone's forward on the two global views, same batch "
         "shapes and precision), and the floor with heads (plus the projector and predictor forward and backward "
         "on every view and the teacher's projector on the two global views: what a step costs if views, loss, "
-        "probe, optimiser and Lightning were free). Every ratio is the median of the per-step ratios.\n\n"
+        "probe, optimiser and Lightning were free). Every ratio is the median of the per-step ratios. The Lightning "
+        "step is the interval between batch starts, so it also holds the loader's fetch of the next batch.\n\n"
         + "\n".join(summary)
         + "\n\n"
         + "\n".join(breakdown)

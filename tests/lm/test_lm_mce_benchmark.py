@@ -291,6 +291,9 @@ def test_page_numbers_over_three_seeds(lm_mce: Any, tmp_path: Path) -> None:
 def test_run_records_are_kept_beside_the_page_by_default(lm_mce: Any, tmp_path: Path) -> None:
     """The records are committed with the page, so a fresh clone goes on where the last machine stopped."""
     assert lm_mce.parse_args([]).runs == tmp_path / "lm_mce_runs"
+    # The committed page names the folder relative to the repository, the same on every clone.
+    assert lm_mce.shown_path(BENCHMARKS / "results" / "lm_mce_runs") == "benchmarks/results/lm_mce_runs"
+    assert lm_mce.shown_path(tmp_path) == str(tmp_path)
 
 
 def test_bad_settings_stop_before_anything_is_made(lm_mce: Any, capsys: pytest.CaptureFixture[str]) -> None:
