@@ -335,7 +335,8 @@ def ablation_table(study: Study, chosen: dict[str, list[str]]) -> list[Run]:
         "images, local views), 2 seeds, one change per row. λ is the target scale, μ the ridge, β the online "
         "uniformity weight (not in the paper). Precision is what `trainer.precision=auto` chose on the machine "
         "that ran them (bf16-mixed where the CPU has native bf16, else 32-true). Wall time includes evaluation; "
-        "runs may have shared the 2 cores with other work (it does not change their accuracy).",
+        "runs may have shared the 2 cores with other work (it does not change their accuracy), and a run resumed "
+        "from a checkpoint counts only the time after the resume.",
         "\n".join(rows),
         runs,
     )
