@@ -38,6 +38,7 @@ from matrixssl.bench import (
     load_finished,
     mean_std,
     plot_comparison,
+    precision_cell,
     resolved_settings,
     run_directory,
     run_once,
@@ -320,10 +321,9 @@ def ablation_table(study: Study, chosen: dict[str, list[str]]) -> list[Run]:
         ]
         failed = [r.error for r in mine if r.error]
         note = f" (failed: {'; '.join(failed)})" if failed else ""
-        precisions = ", ".join(sorted({str(r.metrics.get("precision", "?")) for r in done if r.metrics}))
         wall = f"{statistics.mean(r.wall_s for r in done) / 60:.1f} min" if done else ""
         rows.append(
-            f"| {label}{note} | `{' '.join(overrides) or '-'}` | {len(done)} | {' | '.join(cells)} | {precisions} "
+            f"| {label}{note} | `{' '.join(overrides) or '-'}` | {len(done)} | {' | '.join(cells)} | {precision_cell(done)} "
             f"| {wall} |"
         )
     write_table(

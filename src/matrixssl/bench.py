@@ -149,6 +149,12 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
+def precision_cell(runs: list[Run]) -> str:
+    """The precisions the finished runs of one row trained at: seeds may come from machines whose "auto"
+    precision differs, and the cell then says so."""
+    return ", ".join(sorted({str(run.metrics.get("precision", "?")) for run in runs if run.metrics}))
+
+
 def summary_table(runs: list[Run], references: dict[str, dict[str, Any]]) -> str:
     """Markdown: one row per method (mean ± std over its seeds), failures named, reference rows last."""
     lines = [
@@ -163,15 +169,10 @@ def summary_table(runs: list[Run], references: dict[str, dict[str, Any]]) -> str
             columns = [
                 mean_std([float(run.metrics[key]) for run in done if run.metrics]) for key in SUMMARY_KEYS
             ]
-            # Seeds of one row may come from machines whose "auto" precision differs: the cell says so.
-            precisions = ", ".join(
-                sorted({str(run.metrics.get("precision", "?")) for run in done if run.metrics})
-            )
             wall = statistics.mean(run.wall_s for run in done)
             lines.append(
-                f"| {method} | {len(done)} | {'/'.join(map(str, epochs))} | {precisions} | {wall / 60:.1f} min | "
-                + " | ".join(columns)
-                + " |"
+                f"| {method} | {len(done)} | {'/'.join(map(str, epochs))} | {precision_cell(done)} | "
+                f"{wall / 60:.1f} min | " + " | ".join(columns) + " |"
             )
         for run in mine:
             if run.error is not None:
