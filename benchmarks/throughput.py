@@ -120,14 +120,19 @@ class PairedTimer(L.Callback):
     throttled CPU drifts by tens of percent between minutes). The inserted work is taken out of the interval
     between batch starts."""
 
-    def __init__(self, precision: str, device: torch.device) -> None:
+    scaler: torch.amp.GradScaler  # the by-hand step's, made for the trainer's device when fitting starts
+
+    def __init__(self, precision: str) -> None:
         self.precision = precision
-        self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
         self.starts: list[float] = []
         self.inserted: list[float] = []
         self.parts: list[dict[str, float]] = []
         self.floors: list[float] = []
         self.heads: list[float] = []
+
+    def on_fit_start(self, trainer: L.Trainer, model: L.LightningModule) -> None:
+        device = trainer.strategy.root_device
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "16-mixed")
 
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
         _wait(trainer.strategy.root_device)
@@ -185,7 +190,7 @@ def measure(config: Config, name: str, args: argparse.Namespace) -> dict[str, An
     torch.manual_seed(0)
     model = build_method(config, info=data.info, steps_per_epoch=len(data) // args.batch_size)
     loader = DataLoader(data, batch_size=args.batch_size, shuffle=True, drop_last=True)
-    timer = PairedTimer(precision, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    timer = PairedTimer(precision)
     trainer = L.Trainer(
         max_steps=args.steps + args.warmup + 1,
         precision=precision,  # type: ignore[arg-type]

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import TINY, mnist_like, write_idx_split
 
 from matrixssl.config import load_config
@@ -19,7 +18,7 @@ import throughput  # noqa: E402
 
 
 def test_each_ratio_is_the_median_of_per_step_ratios_after_the_warm_up() -> None:
-    timer = throughput.PairedTimer("32-true", torch.device("cpu"))
+    timer = throughput.PairedTimer("32-true")
     # Four Lightning steps (the first is warm-up); a step is the interval to the next start less what was
     # inserted after it, so the last step, with no next start, is dropped: steps 25-10-5 = 10 and 45-25-6 = 14.
     timer.starts = [0.0, 10.0, 25.0, 45.0]
