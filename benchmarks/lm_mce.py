@@ -547,8 +547,8 @@ def task_section(args: argparse.Namespace, runs: Runs, data: TaskData) -> list[s
 
 def shown_path(path: Path) -> str:
     """A path as the page shows it: relative to the repository when inside it (the page is committed)."""
-    root = Path(__file__).resolve().parents[1]
-    return str(path.resolve().relative_to(root)) if path.resolve().is_relative_to(root) else str(path)
+    root, resolved = Path(__file__).resolve().parents[1], path.resolve()
+    return str(resolved.relative_to(root)) if resolved.is_relative_to(root) else str(path)
 
 
 def markdown(args: argparse.Namespace, runs: Runs) -> str:
