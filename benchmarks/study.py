@@ -430,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     # Every phase up to the last one asked for is walked (the earlier ones only to read what they chose);
     # only the asked ones train. `report` walks them all and trains nothing.
     last = len(PHASES) - 1 if "report" in asked else max(PHASES.index(phase) for phase in asked)
+    if args.long_baseline and last < PHASES.index("long"):
+        parser.error("--long-baseline names the long phase's other method: ask for long (or report) as well")
     study = {phase: Study(args.runs / DATASET, phase in asked, overrides) for phase in PHASES}
     try:
         chosen, complete = tuning_table(study["tune"])

@@ -43,6 +43,9 @@ def test_the_study_tunes_compares_ablates_and_reports(tiny_study: list[str], tmp
     results, runs = tmp_path / "results", tmp_path / "runs" / "fashion-mnist"
     assert study.main(["main", *tiny_study]) == 2  # the search must come first
     assert "run the tune phase first" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a flag for a phase that is not walked would be silently ignored
+        study.main(["tune", "--long-baseline=simclr", *tiny_study])
+    assert "ask for long (or report) as well" in capsys.readouterr().err
     assert study.main(["tune", *tiny_study]) == 0
     tuning = (results / "study_tuning.md").read_text()
     # 3 learning rates (x 1/3, 1, 3 of the config's) then the knob's other value at the best one, per method.
