@@ -222,3 +222,30 @@ def test_each_image_gets_its_own_jitter_order_and_factors() -> None:
     assert len({round(float(v), 5) for v in out.mean((1, 2, 3))}) > 200
     untouched = views_module.colour_jitter(image, (0.4, 0.4, 0.0, 0.0), probability=0.0)
     torch.testing.assert_close(untouched, image)
+
+
+def test_each_image_applies_the_jitter_steps_in_one_of_their_orders(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the factors fixed, every image comes out as brightness-then-contrast or contrast-then-brightness
+    (they differ through clamping), and the batch holds both orders."""
+    fixed = iter((1.4, 0.5))  # brightness, then contrast: the order colour_jitter draws them in
+    monkeypatch.setattr(
+        views_module, "_factors", lambda batch, strength, applied: torch.full((batch, 1, 1, 1), next(fixed))
+    )
+    torch.manual_seed(0)
+    image = torch.rand(1, 1, 8, 8)
+    out = views_module.colour_jitter(image.expand(256, 1, 8, 8), (0.4, 0.4, 0.0, 0.0), probability=1.0)
+
+    def brightness(x: torch.Tensor) -> torch.Tensor:
+        return (1.4 * x).clamp(0, 1)
+
+    def contrast(x: torch.Tensor) -> torch.Tensor:
+        return (0.5 * x + 0.5 * x.mean()).clamp(0, 1)
+
+    first_brightness, first_contrast = contrast(brightness(image)), brightness(contrast(image))
+    assert (first_brightness - first_contrast).abs().max() > 0.05
+    matches = [
+        (torch.allclose(o, first_brightness[0], atol=1e-6), torch.allclose(o, first_contrast[0], atol=1e-6))
+        for o in out
+    ]
+    assert all(a != b for a, b in matches)  # exactly one of the two orders, image by image
+    assert 50 < sum(a for a, _ in matches) < 206
