@@ -152,7 +152,9 @@ def mean_std(values: list[float]) -> str:
 def precision_cell(runs: list[Run]) -> str:
     """The precisions the finished runs of one row trained at: seeds may come from machines whose "auto"
     precision differs, and the cell then says so."""
-    return ", ".join(sorted({str(run.metrics.get("precision", "?")) for run in runs if run.metrics}))
+    return ", ".join(
+        sorted({str(run.metrics.get("precision", "not recorded")) for run in runs if run.metrics})
+    )
 
 
 def summary_table(runs: list[Run], references: dict[str, dict[str, Any]]) -> str:
@@ -309,13 +311,12 @@ def run_bench(args: Any) -> int:
     out_dir = Path(args.output)
     plots = plot_comparison(runs, out_dir, args.dataset)
     d, m = first.data, first.model
-    precisions = sorted({str(r.metrics.get("precision", "not recorded")) for r in runs if r.metrics})
     text = (
         machine_header(f"Method comparison on {args.dataset}")
         + f"Same budget for every method: {budget_text(epochs, args.minutes)} on "
         + (f"the first {d.subset} training images" if d.subset else "the whole training set")
         + f", batch {d.batch_size}, backbone {m.backbone} ({m.stem} stem, width {m.width}, blocks/stage {m.blocks_per_stage}, "
-        + f"channels_last {m.channels_last}), precision {', '.join(precisions) or 'none (no run finished)'}; "
+        + f"channels_last {m.channels_last}), precision {precision_cell(runs) or 'none (no run finished)'}; "
         + "each method's own config from `configs/<dataset>/<method>.yaml`, untuned. Linear probe and kNN "
         + "(k=20) test top-1 (probes trained on the same training images) and the backbone-feature effective "
         + f"rank; mean ± std over seeds. Pretraining + evaluation, all runs: {sum(r.wall_s for r in runs) / 60:.0f} min.\n\n"
