@@ -336,6 +336,8 @@ class Runs:
                 ),
             }
             log(f"{what}: {summary['seconds_per_step']:.2f} s/step; evaluating")
+        else:
+            log(f"{what}: evaluating")
         record |= self._evaluate(data.test[spec.seed], data.max_new_tokens)
         if validates(args, spec):
             record["validation"] = self._evaluate(data.validation, data.max_new_tokens)

@@ -175,7 +175,9 @@ def test_runs_are_stored_reused_and_reported(
     record = json.loads(next((runs / "arithmetic").glob("relation_g1_seed0_*.json")).read_text())
     assert record["key"]["finetune"]["ridge"] == 1e-3 and record["validation"]["total"] == 4
     assert len(record["scored"]) == 4 and record["total"] == 4
-    assert capsys.readouterr().err.count("loading the model") == 1
+    log = capsys.readouterr().err
+    assert log.count("loading the model") == 1
+    assert "arithmetic base seed 0: evaluating" in log and "arithmetic base seed 1: evaluating" in log
 
     # again: everything is reused, nothing loaded, trained or evaluated; the same page
     for name in real:

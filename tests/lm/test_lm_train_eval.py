@@ -263,6 +263,29 @@ def test_evaluate_accuracy_runs_greedy_generation(
         generate_answers(model, tokenizer, ["q"], batch_size=0)
 
 
+def test_generation_stops_where_the_next_question_begins(tokenizer: Any, tiny_llama: Any) -> None:
+    """A model forced to answer, then start another problem, then ramble: the answer is what comes before
+    the next question, and no token is generated after it."""
+    answer = "12 + 3 = 15\n#### 15"
+    script = tokenizer.encode(f" {answer}\nQuestion: Ben has" + " 7" * 40, add_special_tokens=False)
+    stop_at = next(n for n in range(len(script)) if "\nQuestion:" in tokenizer.decode(script[:n]))
+    model = tiny_llama()
+    calls = []
+
+    def force_the_script(module: Any, inputs: Any, output: Any) -> None:
+        forced = torch.full_like(output.logits[:, -1], -1e4)
+        forced[:, script[len(calls)]] = 0.0
+        output.logits[:, -1] = forced
+        calls.append(1)
+
+    model.register_forward_hook(force_the_script)
+    outputs = generate_answers(
+        model, tokenizer, ["q1", "another q"], max_new_tokens=len(script), batch_size=2
+    )
+    assert outputs == [answer, answer]
+    assert len(calls) == stop_at < len(script)
+
+
 def test_cli_finetune_then_eval(tmp_path: Path, saved_model: Path) -> None:
     run = tmp_path / "run"
     status = run_command(

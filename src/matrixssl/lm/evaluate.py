@@ -1,8 +1,9 @@
 """Exact-match accuracy of greedy answers to math word problems (GSM8K-style answer extraction).
 
 The model sees `format_prompt(question)` (the fine-tuning prompt), answers greedily, and its output is cut
-at the next `Question:` if it starts another problem. The final answer is the number after `####`, else the
-last number (`extract_answer`), compared numerically with the gold answer.
+at the next `Question:` if it starts another problem; generation stops there too (as lm-eval-harness's GSM8K
+task does), since nothing after it is scored. The final answer is the number after `####`, else the last
+number (`extract_answer`), compared numerically with the gold answer.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def generate_answers(
                 do_sample=False,
                 pad_token_id=pad_id,
                 eos_token_id=tokenizer.eos_token_id,
+                stop_strings=[STOP_TEXT],  # what follows it is cut anyway: no need to generate it
+                tokenizer=tokenizer,
             )
             new_tokens = generated[:, encoded["input_ids"].shape[1] :]
             for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True):
