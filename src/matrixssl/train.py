@@ -11,6 +11,7 @@ import importlib.util
 import logging
 import os
 import signal
+import statistics
 import sys
 import threading
 import time
@@ -274,16 +275,19 @@ def budget_text(config: Config, steps: int) -> str:
 class TimeBudget(Callback):
     """Pretraining within `trainer.max_minutes`: the first steps are timed, and the number of steps that fits
     in what is left of the budget becomes the run's length; the schedules are planned for it from then on
-    (before that, only the warm-up has run, which does not depend on the length). The short online-probe
-    validation after each epoch is not in the plan. A resumed run keeps the plan it was started with."""
+    (before that, only the warm-up has run, which does not depend on the length). A step's time is the median
+    of the timed window's, so that a few steps slowed by something else on the machine do not shorten the
+    plan. The short online-probe validation after each epoch is not in the plan. A resumed run keeps the plan
+    it was started with."""
 
-    untimed, timed = 3, 10  # steps: the first ones pay for allocations and warm-up; then the timed window
+    untimed, timed = 3, 20  # steps: the first ones pay for allocations and warm-up; then the timed window
     clock = staticmethod(time.perf_counter)
 
     def __init__(self, minutes: float) -> None:
         self.budget_s = 60.0 * minutes
-        self.started = self.window_started = 0.0
+        self.started = 0.0
         self.first_step = 0
+        self.step_ends: list[float] = []
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.started, self.first_step = self.clock(), trainer.global_step
@@ -294,13 +298,12 @@ class TimeBudget(Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if getattr(pl_module, "planned_steps", None) is not None:
             return
-        done = trainer.global_step - self.first_step
-        if done == self.untimed:
-            self.window_started = self.clock()
-        elif done == self.untimed + self.timed:
-            now = self.clock()
-            per_step = (now - self.window_started) / self.timed
-            fitting = int(max(0.0, self.budget_s - (now - self.started)) / per_step)
+        if trainer.global_step - self.first_step >= self.untimed:
+            self.step_ends.append(self.clock())
+        if len(self.step_ends) == self.timed + 1:
+            per_step = statistics.median(b - a for a, b in zip(self.step_ends, self.step_ends[1:]))
+            left = max(0.0, self.budget_s - (self.step_ends[-1] - self.started))
+            fitting = int(left / per_step)
             # Every process must stop at the same step: rank 0's plan is everyone's.
             planned = int(trainer.strategy.broadcast(trainer.global_step + fitting, src=0))
             pl_module.planned_steps = planned  # type: ignore[assignment]

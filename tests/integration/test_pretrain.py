@@ -6,6 +6,7 @@ messages, exit codes), not accuracy.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -420,29 +421,52 @@ def test_wandb_logger_not_installed_is_one_line(data_dir: Path, tmp_path: Path, 
 def test_a_minutes_budget_plans_the_schedule_for_the_steps_that_fit(
     data_dir: Path, tmp_path: Path, capsys, monkeypatch
 ) -> None:
-    # A clock that moves one second per reading: the budget reads it at the start (0 s) and around its timed
-    # window of 10 steps (1 s and 2 s), so a step "takes" 0.1 s and 3 s of budget leave 1 s: 10 more steps
-    # after the 3 untimed and 10 timed ones.
+    # A clock that moves one second per reading: the budget reads it at the start (0 s) and at the end of
+    # every step of its timed window (steps 3 to 23: 1 s to 21 s), so a step "takes" 1 s and 30 s of budget
+    # leave 9 s: 9 more steps after the 3 untimed and 20 timed ones.
     ticks = iter(range(1000))
     monkeypatch.setattr(TimeBudget, "clock", staticmethod(lambda: float(next(ticks))))
     output = tmp_path / "run"
-    assert main(args(data_dir, output, "trainer.max_minutes=0.05")) == 0
+    assert main(args(data_dir, output, "trainer.max_minutes=0.5")) == 0
     printed = capsys.readouterr().out
     assert printed.startswith(
-        "pretraining matrix_ssl on fashion-mnist (64 images): 0.05 minutes of steps (schedules planned after "
+        "pretraining matrix_ssl on fashion-mnist (64 images): 0.5 minutes of steps (schedules planned after "
         "the first steps; 4 steps per epoch)"
     )
     metrics = json.loads((output / "metrics.json").read_text())
-    assert metrics["global_step"] == 23 and metrics["steps_per_epoch"] == 4
-    assert "matrix_ssl on fashion-mnist, 0.05 minutes, 23 steps (" in printed
+    assert metrics["global_step"] == 32 and metrics["steps_per_epoch"] == 4
+    assert "matrix_ssl on fashion-mnist, 0.5 minutes, 32 steps (" in printed
     last = torch.load(output / "checkpoints" / "last.ckpt", weights_only=False)
-    assert last["planned_steps"] == 23
-    # The cosine schedule was planned for those 23 steps: it ends at zero.
+    assert last["planned_steps"] == 32
+    # The cosine schedule was planned for those 32 steps: it ends at zero.
     assert last["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-9)
     # Resumed, the run keeps its plan (it neither times itself again nor trains on).
     (output / "metrics.json").unlink()
-    assert main(args(data_dir, output, "trainer.max_minutes=0.05", "--resume")) == 0
-    assert json.loads((output / "metrics.json").read_text())["global_step"] == 23
+    assert main(args(data_dir, output, "trainer.max_minutes=0.5", "--resume")) == 0
+    assert json.loads((output / "metrics.json").read_text())["global_step"] == 32
+
+
+def test_a_minutes_budget_plans_from_the_median_step(monkeypatch) -> None:
+    """Five of the twenty timed steps slowed by other work on the machine do not shorten the plan."""
+    steps = [0.5] * 3 + [0.5, 3.0] * 5 + [0.5] * 10  # the 3 untimed steps, then the timed window
+    readings = [0.0, *itertools.accumulate(steps)]  # the start, then the end of every step
+    kept = iter([readings[0], *readings[3:]])  # the budget reads its clock from the third step's end on
+    monkeypatch.setattr(TimeBudget, "clock", staticmethod(lambda: next(kept)))
+    loop = types.SimpleNamespace(max_steps=-1)
+    trainer = types.SimpleNamespace(
+        global_step=0,
+        strategy=types.SimpleNamespace(broadcast=lambda value, src: value),
+        fit_loop=types.SimpleNamespace(epoch_loop=loop),
+    )
+    module = types.SimpleNamespace(planned_steps=None)
+    budget = TimeBudget(minutes=1.0)
+    budget.on_train_start(trainer, module)
+    for step in range(1, 24):
+        trainer.global_step = step
+        budget.on_train_batch_end(trainer, module)
+    # 24 s spent (23 steps, five of them 3 s); 36 s left at the median 0.5 s: 72 more steps (the mean,
+    # 1.125 s, would have planned 32)
+    assert readings[-1] == 24.0 and module.planned_steps == loop.max_steps == 23 + 72
 
 
 def test_a_minutes_budget_must_be_positive(data_dir: Path, tmp_path: Path, capsys) -> None:
