@@ -180,6 +180,28 @@ def load_record(run: Run) -> bool:
     return True
 
 
+def set_aside(runs: list[Run]) -> str:
+    """The page's list of runs made and then set aside, each with its reason (`study_runs/set_aside/<run>.json`
+    or `<run>.<n>.json`: a record with a "set_aside" key), so that no run made goes unreported."""
+    folder = RESULTS / "study_runs" / "set_aside"
+    lines = []
+    for run in runs:
+        name = run.output.name
+        for path in sorted(folder.glob(f"{name}*.json")):
+            if path.stem != name and not path.stem.startswith(f"{name}."):
+                continue
+            record = json.loads(path.read_text())
+            m = record["metrics"]
+            lines.append(
+                f"- {record['label']} seed {record['seed']}, {m['global_step']} steps, {record['wall_s'] / 60:.1f} "
+                f"min: linear {m['linear_top1']:.2f}, kNN {m['knn_top1']:.2f}, effective rank "
+                f"{m['feature_effective_rank']:.2f} (`study_runs/set_aside/{path.name}`): {record['set_aside']}"
+            )
+    return (
+        "\nRuns made and set aside (not in the table above):\n\n" + "\n".join(lines) + "\n" if lines else ""
+    )
+
+
 def recipe(method: str) -> tuple[Path, list[str]]:
     """The config file a study row runs and the overrides every run of that row starts from."""
     config, extra = VARIANTS.get(method, (method, []))
@@ -396,7 +418,7 @@ def write_table(name: str, title: str, intro: str, table: str, runs: list[Run]) 
         return
     RESULTS.mkdir(parents=True, exist_ok=True)
     made_by = "Runs made by `make study` (`python benchmarks/study.py tune main ablate`; resumable).\n\n"
-    (RESULTS / name).write_text(header(title) + made_by + intro + "\n\n" + table + "\n")
+    (RESULTS / name).write_text(header(title) + made_by + intro + "\n\n" + table + "\n" + set_aside(runs))
     print(f"written to {RESULTS / name}", file=sys.stderr)
 
 

@@ -76,7 +76,23 @@ def test_the_study_tunes_compares_ablates_and_reports(tiny_study: list[str], tmp
     long = (results / "study_long.md").read_text()
     assert "matrix_ssl (" in long and "60 minutes" in long
     for metrics in runs.glob("*_m0.01_*/metrics.json"):
-        assert json.loads(metrics.read_text())["global_step"] >= 13
+        assert json.loads(metrics.read_text())["global_step"] >= 23
+    # A run set aside (its record moved to study_runs/set_aside/ with a reason) is listed under its table.
+    (kept,) = (results / "study_runs").glob("simclr_m0.01_*_seed0.json")
+    record = json.loads(kept.read_text()) | {"set_aside": "planned under load"}
+    (results / "study_runs" / "set_aside").mkdir()
+    (results / "study_runs" / "set_aside" / f"{kept.stem}.2.json").write_text(json.dumps(record))
+    assert study.main(["report", *tiny_study]) == 0
+    m = record["metrics"]
+    assert (
+        (results / "study_long.md")
+        .read_text()
+        .endswith(
+            f"\nRuns made and set aside (not in the table above):\n\n- simclr seed 0, {m['global_step']} steps, "
+            f"{record['wall_s'] / 60:.1f} min: linear {m['linear_top1']:.2f}, kNN {m['knn_top1']:.2f}, effective "
+            f"rank {m['feature_effective_rank']:.2f} (`study_runs/set_aside/{kept.stem}.2.json`): planned under load\n"
+        )
+    )
     finished = {path: path.stat().st_mtime_ns for path in runs.glob("*/metrics.json")}
     tables = {path.name: path.read_text() for path in results.glob("study_*.md")}
     # `report` trains nothing and rewrites the same tables.
