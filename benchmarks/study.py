@@ -183,12 +183,12 @@ def load_record(run: Run) -> bool:
 def set_aside(runs: list[Run]) -> str:
     """The page's list of runs made and then set aside, each with its reason (`study_runs/set_aside/<run>.json`
     or `<run>.<n>.json`: a record with a "set_aside" key), so that no run made goes unreported."""
-    folder = RESULTS / "study_runs" / "set_aside"
     lines = []
     for run in runs:
-        name = run.output.name
-        for path in sorted(folder.glob(f"{name}*.json")):
-            if path.stem != name and not path.stem.startswith(f"{name}."):
+        kept = record_path(run)
+        folder = kept.parent / "set_aside"
+        for path in [folder / kept.name, *sorted(folder.glob(f"{kept.stem}.*.json"))]:
+            if not path.exists():
                 continue
             record = json.loads(path.read_text())
             m = record["metrics"]
