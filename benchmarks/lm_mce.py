@@ -6,6 +6,8 @@ Per task (`--tasks`, each its own section of the page):
   evaluated on the first --n-test problems of its test stream that are in no training set of any seed (every
   training/held-out pair is checked by question text). The seed also orders the batches, so mean ± std over
   seeds covers the data as well as the order. The base model is evaluated on every seed's held-out set.
+  A held-out set can change with the --seeds list (it skips every listed seed's training questions), so a
+  run made with other --seeds may not be reused: keep the stored runs' list when resuming.
 - γ search: per MCE form (embedding, relation), γ in --gammas at the form's default ridge, on the search seed
   (the first of --seeds). Each search run is also scored on a validation slice: the next --n-val problems of
   the search seed's train stream, after its training problems (never trained on, never a held-out problem).
@@ -122,7 +124,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--n-train", type=int, default=960, help="training problems per seed (one pass)")
     parser.add_argument("--n-test", type=int, default=200, help="held-out problems per seed")
     parser.add_argument("--n-val", type=int, default=200, help="validation problems that pick γ")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="data and order seeds")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0, 1, 2],
+        help="data and order seeds (the held-out sets can change with the list)",
+    )
     parser.add_argument("--gammas", type=float, nargs="+", default=list(GAMMAS), help="γ searched per form")
     parser.add_argument("--steps", type=int, default=120, help="optimizer steps per run")
     parser.add_argument("--batch-size", type=int, default=8, help="problems per step")
