@@ -8,7 +8,7 @@ FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup data lm-model test run bench study lint docs
+.PHONY: setup data lm-model test device-wheels run bench study lint docs
 
 setup: $(STAMP) data
 
@@ -32,6 +32,15 @@ lm-model: setup
 
 test: setup
 	$(BIN)/python -m pytest tests
+
+# The wheels a lent GPU machine lacks for benchmarks/gpu_check.sh (it has PyTorch and Lightning, no network):
+# kornia and kornia_rs at this environment's versions, for the machine's Python.
+DEVICE_PYTHON ?= 3.12
+device-wheels: setup
+	$(BIN)/python -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+		--python-version $(DEVICE_PYTHON) --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
+		-d .device-wheels $$($(BIN)/python -c 'from importlib.metadata import version as v; \
+		print(*(f"{p}=={v(p)}" for p in ("kornia", "kornia_rs")))')
 
 # The main job: pretrain Matrix-SSL on Fashion-MNIST with the quick config, evaluate, print the figures.
 # A finished or interrupted run in RUN_DIR is resumed (a finished one is only re-evaluated).

@@ -189,7 +189,9 @@ def measure(config: Config, name: str, args: argparse.Namespace) -> dict[str, An
     precision = training_precision(config)
     torch.manual_seed(0)
     model = build_method(config, info=data.info, steps_per_epoch=len(data) // args.batch_size)
-    loader = DataLoader(data, batch_size=args.batch_size, shuffle=True, drop_last=True)
+    loader = DataLoader(
+        data, batch_size=args.batch_size, shuffle=True, drop_last=True, num_workers=args.num_workers
+    )
     timer = PairedTimer(precision)
     trainer = L.Trainer(
         max_steps=args.steps + args.warmup + 1,
@@ -217,6 +219,12 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--steps", type=int, default=10, help="timed steps (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=256, help="default: %(default)s")
+    parser.add_argument(
+        "--num-workers",
+        type=int,
+        default=0,
+        help="loader processes (default: %(default)s; images that need decoding want some)",
+    )
     parser.add_argument(
         "--repeats",
         type=int,

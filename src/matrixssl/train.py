@@ -401,7 +401,8 @@ def _evaluate(
 ) -> dict[str, Any]:
     """Linear probe, kNN and effective rank of the trained backbone, its plots, and what the run was."""
     output = Path(config.output_dir)
-    device = next(model.parameters()).device
+    device = trainer.strategy.root_device  # where it trained: Lightning hands the model back on the CPU
+    model.to(device)
     transform = model.views.eval_transform
     train_features, train_labels = extract_features(model.backbone, labelled, transform, device=device)
     test_features, test_labels = extract_features(model.backbone, test, transform, device=device)

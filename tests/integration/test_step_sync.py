@@ -1,12 +1,14 @@
 """Between logging steps the training step never makes the host wait for the device.
 
 On a GPU the CUDA sync debug mode would raise at such a point; here, on the CPU, every call that would read a
-value back to the host (`item`, `tolist`, `bool`, `float`, `int` of a tensor) is counted during the steps that
-are not logging steps, in the step itself and in the teacher update that ends it.
+value back to the host (`item`, `tolist`, `bool`, `float`, `int` of a tensor) or copy host data to the device
+(a tensor made from Python values: `torch.tensor`, `torch.as_tensor`, `Tensor.new_tensor`) is counted during the
+steps that are not logging steps, in the step itself and in the teacher update that ends it.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -21,23 +23,28 @@ from matrixssl.cli import main
 from matrixssl.methods import METHODS
 from matrixssl.methods.base import SSLMethod
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from gpu_check import write_cifar10  # noqa: E402
+
 LOG_EVERY = 3
 READ_BACKS = ("item", "tolist", "__bool__", "__float__", "__int__")
+HOST_COPIES = ((torch.Tensor, "new_tensor"), (torch, "tensor"), (torch, "as_tensor"))
 
 
 def counting_step(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
-    """Count host read-backs of tensors inside training steps (and teacher updates) off the logging steps."""
+    """Count host read-backs and host-to-device copies inside training steps (and teacher updates) off the
+    logging steps."""
     counts: Counter[str] = Counter()
     active = {"on": False}
-    for name in READ_BACKS:
-        original = getattr(torch.Tensor, name)
+    for owner, name in [*((torch.Tensor, name) for name in READ_BACKS), *HOST_COPIES]:
+        original = getattr(owner, name)
 
-        def counted(self: torch.Tensor, *args: Any, _name: str = name, _original: Any = original) -> Any:
+        def counted(*args: Any, _name: str = name, _original: Any = original, **kwargs: Any) -> Any:
             if active["on"]:
                 counts[_name] += 1
-            return _original(self, *args)
+            return _original(*args, **kwargs)
 
-        monkeypatch.setattr(torch.Tensor, name, counted)
+        monkeypatch.setattr(owner, name, counted)
     for hook in ("training_step", "on_train_batch_end"):
         original = getattr(SSLMethod, hook)
 
@@ -75,15 +82,45 @@ def test_no_host_sync_between_logging_steps(method: str, tmp_path: Path, monkeyp
     assert counts == Counter()
 
 
+def test_no_host_sync_with_colour_views_and_the_taylor_log(tmp_path: Path, monkeypatch) -> None:
+    """The CIFAR-10 config: RGB views (saturation jitter and grayscale go through the luma), Taylor log."""
+    write_cifar10(tmp_path / "data", 80)
+    counts = counting_step(monkeypatch)
+    argv = [
+        "pretrain",
+        "--config",
+        "cifar10/matrix_ssl",
+        *(option for option in TINY if not option.startswith("data.name=")),
+        "data.num_workers=0",
+        f"trainer.log_every_n_steps={LOG_EVERY}",
+        "trainer.max_epochs=1",
+        "eval.linear_epochs=1",
+        f"data.dir={tmp_path / 'data'}",
+        f"output_dir={tmp_path / 'run'}",
+    ]
+    assert main(argv) == 0  # 80 training images: 5 steps of 16, of which 1, 2 and 4 are not logging steps
+    assert counts == Counter()
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_the_step_runs_under_cuda_sync_debug_errors(tmp_path: Path) -> None:
-    """On a GPU: CUDA's own sync detector, set to raise, around every non-logging step (the real CLI)."""
+    """On a GPU: CUDA's own sync detector, set to raise, around every non-logging step (the real CLI).
+
+    With the Taylor log: the exact log's `torch.linalg.eigh` checks its result on the host, one wait per step
+    that only a Taylor order avoids (README, scaling out)."""
     data = tmp_path / "data"
     write_idx_split(data / "fashion-mnist", "train", *mnist_like(96, 0), gz=True)
     write_idx_split(data / "fashion-mnist", "test", *mnist_like(16, 1), gz=True)
     script = Path(__file__).resolve().parents[2] / "benchmarks" / "_sync_checked_pretrain.py"
-    argv = [*TINY, "data.local_views=2", f"trainer.log_every_n_steps={LOG_EVERY}", "trainer.max_epochs=1"]
+    argv = [
+        *TINY,
+        "data.local_views=2",
+        "loss.taylor_order=4",
+        "loss.ridge=1.0",
+        f"trainer.log_every_n_steps={LOG_EVERY}",
+        "trainer.max_epochs=1",
+    ]
     result = subprocess.run(
         [
             sys.executable,
@@ -101,17 +138,21 @@ def test_the_step_runs_under_cuda_sync_debug_errors(tmp_path: Path) -> None:
 
 
 def test_gpu_check_runs_its_path_at_toy_sizes(tmp_path: Path) -> None:
-    """The GPU check's CPU fallback: synthetic CIFAR-10 and image-folder data, both configs, its table."""
-    script = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
+    """The GPU check's CPU fallback, through the script a lent machine runs: synthetic CIFAR-10 and
+    image-folder data, both configs, its table."""
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.sh"
     output = tmp_path / "gpu.md"
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # its python3: this one
     result = subprocess.run(
-        [sys.executable, str(script), "--smoke", f"--work={tmp_path / 'work'}", f"--output={output}"],
+        [str(script), "--smoke", f"--work={tmp_path / 'work'}", f"--output={output}"],
         capture_output=True,
         text=True,
         check=False,
         timeout=600,
+        env={**os.environ, "PATH": path},
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     table = output.read_text()
-    assert "| cifar10/matrix_ssl | 2 |" in table and "| imagenet/matrix_ssl | 2 |" in table
+    # 95 synthetic CIFAR images at batch 16, 48 folder images at batch 8: one epoch each
+    assert "| cifar10/matrix_ssl | 5 |" in table and "| imagenet/matrix_ssl | 6 |" in table
     assert "smoke run" in table

@@ -148,7 +148,9 @@ def test_gsm_symbolic_source() -> None:
     pytest.importorskip("reasoning_gym")
     train, test = train_test_problems("gsm_symbolic", 20, 10, seed=0)
     # known values: a generator that changes (another reasoning-gym) would silently change every problem set
-    assert train[0].question.startswith("A carpenter works for 2 weeks every month and for 6 days every week.")
+    assert train[0].question.startswith(
+        "A carpenter works for 2 weeks every month and for 6 days every week."
+    )
     assert [p.answer for p in train[:3]] == ["28080", "44", "104"]
     assert overlap(train, test) == []
     assert train == generate_problems("gsm_symbolic", 20, seed=0)

@@ -133,8 +133,8 @@ def _gray(pixels: Tensor) -> Tensor:
     """(B, 1, H, W) luma (ITU-R 601, torchvision's weights); one channel is its own gray."""
     if pixels.shape[1] == 1:
         return pixels
-    weights = pixels.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-    return (pixels * weights).sum(1, keepdim=True)
+    # Python-scalar weights: a weight tensor made from a list would be a blocking copy to the GPU every step.
+    return 0.299 * pixels[:, 0:1] + 0.587 * pixels[:, 1:2] + 0.114 * pixels[:, 2:3]
 
 
 def _factors(batch: int, strength: float, applied: Tensor) -> Tensor:

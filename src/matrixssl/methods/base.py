@@ -148,7 +148,9 @@ class SSLMethod(L.LightningModule):
             self.loss_fn.deferred_checks()
             reference = teacher[0] if teacher else online[0]
             self.log("train/effective_rank", effective_rank(covariance(reference.detach())), sync_dist=True)
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)  # type: ignore[union-attr]
+        # Logged as a device tensor: Lightning would copy a Python float to the device, a sync on a GPU.
+        lr = loss.detach().new_full((), self.optimizers().param_groups[0]["lr"])  # type: ignore[union-attr]
+        self.log("train/lr", lr, on_step=True, on_epoch=False)
         return loss + probe_loss
 
     def teacher_outputs(self, views: list[Tensor], online: list[Tensor]) -> list[Tensor]:

@@ -48,4 +48,4 @@ class MEC(SSLMethod):
                 for v, t in pairs
             ]
         ).mean()
-        return {"loss": loss, "lambda_scale": loss.new_tensor(scale)}
+        return {"loss": loss, "lambda_scale": loss.new_full((), scale)}
