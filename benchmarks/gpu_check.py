@@ -3,7 +3,7 @@
 1. the test suite's CUDA-marked tests (`pytest -m cuda`), among them the step under
    `torch.cuda.set_sync_debug_mode("error")` between logging steps;
 2. a short pretraining of the CIFAR-10 config on synthetic CIFAR-format files, and of the ImageNet config
-   (ResNet-50, 224 px) on a synthetic image folder, in bf16, each with the sync debug mode on around every
+   (ResNet-50, 224 px) on a synthetic image folder, in bf16, each with the sync debug mode on through every
    non-logging step, through the real CLI;
 3. images/s and step / floor of both configs (the throughput benchmark's measurement), peak memory and the
    GPU's name, written to `benchmarks/results/gpu.md`.

@@ -3,7 +3,8 @@
 On a GPU the CUDA sync debug mode would raise at such a point; here, on the CPU, every call that would read a
 value back to the host (`item`, `tolist`, `bool`, `float`, `int` of a tensor) or copy host data to the device
 (a tensor made from Python values: `torch.tensor`, `torch.as_tensor`, `Tensor.new_tensor`) is counted during the
-steps that are not logging steps, in the step itself and in the teacher update that ends it.
+batches that are not logging steps, from the module's batch-start hook to the end of its batch-end hook (the
+step, backward, the optimiser step, the teacher update).
 """
 
 from __future__ import annotations
@@ -45,18 +46,22 @@ def counting_step(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
             return _original(*args, **kwargs)
 
         monkeypatch.setattr(owner, name, counted)
-    for hook in ("training_step", "on_train_batch_end"):
-        original = getattr(SSLMethod, hook)
+    # The window: from the module's batch-start hook to the end of its batch-end hook (the teacher update),
+    # so the step, backward, the optimiser step and Lightning's work between them are all inside.
+    start, end = SSLMethod.on_train_batch_start, SSLMethod.on_train_batch_end
 
-        def watched(self: SSLMethod, *args: Any, _original: Any = original) -> Any:
-            batch_index = args[-1]
-            active["on"] = batch_index % LOG_EVERY != 0
-            try:
-                return _original(self, *args)
-            finally:
-                active["on"] = False
+    def started(self: SSLMethod, batch: Any, batch_index: int) -> Any:
+        active["on"] = batch_index % LOG_EVERY != 0
+        return start(self, batch, batch_index)
 
-        monkeypatch.setattr(SSLMethod, hook, watched)
+    def ended(self: SSLMethod, *args: Any) -> Any:
+        try:
+            return end(self, *args)
+        finally:
+            active["on"] = False
+
+    monkeypatch.setattr(SSLMethod, "on_train_batch_start", started)
+    monkeypatch.setattr(SSLMethod, "on_train_batch_end", ended)
     return counts
 
 
@@ -105,7 +110,7 @@ def test_no_host_sync_with_colour_views_and_the_taylor_log(tmp_path: Path, monke
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_the_step_runs_under_cuda_sync_debug_errors(tmp_path: Path) -> None:
-    """On a GPU: CUDA's own sync detector, set to raise, around every non-logging step (the real CLI).
+    """On a GPU: CUDA's own sync detector, set to raise, through every non-logging batch (the real CLI).
 
     With the Taylor log: the exact log's `torch.linalg.eigh` checks its result on the host, one wait per step
     that only a Taylor order avoids (README, scaling out)."""
