@@ -412,14 +412,20 @@ def figures(runs: list[Run], name: str) -> dict[str, Path]:
 
 def write_table(name: str, title: str, intro: str, table: str, runs: list[Run]) -> None:
     """Write one page, unless none of its runs has finished or failed: then the page already there is kept (a
-    study restarted without its records must not blank the tables it made)."""
+    study restarted without its records must not blank the tables it made). A page whose text below the header
+    would not change is kept too, so its header still names the command and date that made its figures."""
+    path = RESULTS / name
     if not any(run.metrics or run.error for run in runs):
-        print(f"kept {RESULTS / name}: none of its runs has finished here", file=sys.stderr)
+        print(f"kept {path}: none of its runs has finished here", file=sys.stderr)
+        return
+    made_by = "Runs made by `make study` (`python benchmarks/study.py tune main ablate`; resumable).\n\n"
+    body = made_by + intro + "\n\n" + table + "\n" + set_aside(runs)
+    if path.exists() and path.read_text().endswith(body):
+        print(f"kept {path}: unchanged", file=sys.stderr)
         return
     RESULTS.mkdir(parents=True, exist_ok=True)
-    made_by = "Runs made by `make study` (`python benchmarks/study.py tune main ablate`; resumable).\n\n"
-    (RESULTS / name).write_text(header(title) + made_by + intro + "\n\n" + table + "\n" + set_aside(runs))
-    print(f"written to {RESULTS / name}", file=sys.stderr)
+    path.write_text(header(title) + body)
+    print(f"written to {path}", file=sys.stderr)
 
 
 PHASES = ("tune", "main", "ablate", "long")

@@ -39,7 +39,9 @@ def tiny_study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return [f"--runs={tmp_path / 'runs'}", f"data.dir={data}", *TINY]
 
 
-def test_the_study_tunes_compares_ablates_and_reports(tiny_study: list[str], tmp_path: Path, capsys) -> None:
+def test_the_study_tunes_compares_ablates_and_reports(
+    tiny_study: list[str], tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
     results, runs = tmp_path / "results", tmp_path / "runs" / "fashion-mnist"
     assert study.main(["main", *tiny_study]) == 2  # the search must come first
     assert "run the tune phase first" in capsys.readouterr().err
@@ -95,9 +97,13 @@ def test_the_study_tunes_compares_ablates_and_reports(tiny_study: list[str], tmp
     )
     finished = {path: path.stat().st_mtime_ns for path in runs.glob("*/metrics.json")}
     tables = {path.name: path.read_text() for path in results.glob("study_*.md")}
-    # `report` trains nothing and rewrites the same tables.
-    assert study.main(["report", *tiny_study]) == 0
+    # `report` trains nothing and leaves the pages as they were, headers included (their command and date are
+    # those of the call that made the figures).
+    with monkeypatch.context() as later:
+        later.setattr(study, "header", lambda title: f"# {title}\n\n- command: a later one\n\n")
+        assert study.main(["report", *tiny_study]) == 0
     assert {path: path.stat().st_mtime_ns for path in runs.glob("*/metrics.json")} == finished
+    assert {path.name: path.read_text() for path in results.glob("study_*.md")} == tables
     table = lambda text: text[text.index("\n|") :]  # noqa: E731
     for name, text in tables.items():
         assert table((results / name).read_text()) == table(text), name
