@@ -34,9 +34,10 @@ test: setup
 	$(BIN)/python -m pytest tests
 
 # The wheels a lent GPU machine lacks for benchmarks/gpu_check.sh (it has PyTorch and Lightning, no network):
-# kornia and kornia_rs at this environment's versions, for the machine's Python.
+# kornia and kornia_rs at this environment's versions, built for that machine's Python (DEVICE_PYTHON).
 DEVICE_PYTHON ?= 3.12
-device-wheels: setup
+device-wheels: $(STAMP)
+	rm -rf .device-wheels
 	$(BIN)/python -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
 		--python-version $(DEVICE_PYTHON) --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
 		-d .device-wheels $$($(BIN)/python -c 'from importlib.metadata import version as v; \

@@ -87,7 +87,10 @@ def cuda_marked_test_files() -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--steps", type=int, default=50, help="pretraining steps per config (default: %(default)s)"
+        "--steps",
+        type=int,
+        default=50,
+        help="timed steps per config; the pretraining before them runs steps + 4 (default: %(default)s)",
     )
     parser.add_argument("--work", type=Path, default=Path("/tmp/gpu_check"), help="synthetic data and runs")
     parser.add_argument("--output", default="gpu.md", help="file name under benchmarks/results/, or a path")
@@ -97,7 +100,8 @@ def main() -> None:
     args = parser.parse_args()
     cuda = torch.cuda.is_available()
     smoke = args.smoke or not cuda
-    shutil.rmtree(args.work / "runs", ignore_errors=True)  # a rerun on the same machine starts afresh
+    for made in ("runs", "cifar", "imagenet"):  # a rerun on the same machine starts afresh
+        shutil.rmtree(args.work / made, ignore_errors=True)
     args.work.mkdir(parents=True, exist_ok=True)
     rows: list[str] = []
     failures = 0
@@ -157,7 +161,7 @@ def main() -> None:
         )
         if not passed:
             failures += 1
-            table.append(f"| {name} | FAILED (under the sync debug mode on CUDA) | | | | |")
+            table.append(f"| {name} | pretraining FAILED (its log's tail is in the output) | | | | |")
             continue
         config = load_config(name, overrides)
         if cuda:
@@ -165,7 +169,13 @@ def main() -> None:
         timing = argparse.Namespace(
             steps=steps, warmup=1, batch_size=config.data.batch_size, num_workers=config.data.num_workers
         )
-        measured: dict[str, Any] = measure(config, name, timing)
+        try:
+            measured: dict[str, Any] = measure(config, name, timing)
+        except Exception as error:  # noqa: BLE001 - one failing part must not cost the others' results
+            failures += 1
+            print(f"FAILED: timing {name}: {error!r}", flush=True)
+            table.append(f"| {name} | {pretraining_steps} | {seconds:.0f} | timing FAILED: {error!r} | | |")
+            continue
         peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
         table.append(
             f"| {name} | {pretraining_steps} | {seconds:.0f} | {config.data.batch_size / measured['step']:.0f} | "

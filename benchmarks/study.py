@@ -420,7 +420,7 @@ def write_table(name: str, title: str, intro: str, table: str, runs: list[Run]) 
         return
     made_by = "Runs made by `make study` (`python benchmarks/study.py tune main ablate`; resumable).\n\n"
     body = made_by + intro + "\n\n" + table + "\n" + set_aside(runs)
-    if path.exists() and path.read_text().endswith(body):
+    if path.exists() and (old := path.read_text()).startswith(f"# {title}\n") and old.endswith(body):
         print(f"kept {path}: unchanged", file=sys.stderr)
         return
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -149,7 +149,7 @@ class SSLMethod(L.LightningModule):
             reference = teacher[0] if teacher else online[0]
             self.log("train/effective_rank", effective_rank(covariance(reference.detach())), sync_dist=True)
         # Logged as a device tensor: Lightning would copy a Python float to the device, a sync on a GPU.
-        lr = loss.detach().new_full((), self.optimizers().param_groups[0]["lr"])  # type: ignore[union-attr]
+        lr = torch.full((), self.optimizers().param_groups[0]["lr"], device=self.device)  # type: ignore[union-attr]
         self.log("train/lr", lr, on_step=True, on_epoch=False)
         return loss + probe_loss
 
