@@ -6,6 +6,7 @@ messages, exit codes), not accuracy.
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 import logging
@@ -26,6 +27,7 @@ from lightning.pytorch.loggers import wandb as lightning_wandb
 from matrixssl.cli import main
 from matrixssl.config import load_config
 from matrixssl.losses import MatrixSSLLoss
+from matrixssl.methods import base
 from matrixssl.methods.matrix_ssl import MatrixSSL
 from matrixssl.plots import read_epoch_curves
 from matrixssl.train import TimeBudget, log_histories, training_precision
@@ -235,21 +237,22 @@ def test_non_finite_loss_stops_with_the_step_and_last_checkpoint(
 def test_a_loss_gone_non_finite_between_checks_is_caught_before_the_checkpoint(
     data_dir: Path, tmp_path: Path, capsys, monkeypatch
 ) -> None:
-    """Checked every 100 steps, a NaN at step 2 of a 4-step epoch still stops the run before its checkpoint
-    (with the Taylor log, which has no eigendecomposition to fail first on the NaN weights)."""
+    """Checked after steps 2, 5, ... (every 3), a NaN at step 3, the last of a 4-step epoch, still stops the
+    run before the epoch's checkpoint (with the Taylor log, which has no eigendecomposition to fail first on
+    the NaN weights)."""
     real_terms = MatrixSSLLoss.multi_view_terms
     calls = {"n": 0}
 
-    def poisoned_from_step_2(self, *views):  # type: ignore[no-untyped-def]
+    def poisoned_from_step_3(self, *views):  # type: ignore[no-untyped-def]
         terms = real_terms(self, *views)
         calls["n"] += 1
-        return terms._replace(loss=terms.loss * float("nan")) if calls["n"] == 3 else terms
+        return terms._replace(loss=terms.loss * float("nan")) if calls["n"] == 4 else terms
 
-    monkeypatch.setattr(MatrixSSLLoss, "multi_view_terms", poisoned_from_step_2)
+    monkeypatch.setattr(MatrixSSLLoss, "multi_view_terms", poisoned_from_step_3)
     output = tmp_path / "run"
     settings = (
         "trainer.max_epochs=1",
-        "trainer.log_every_n_steps=100",
+        "trainer.log_every_n_steps=3",
         "loss.taylor_order=4",
         "loss.ridge=1.0",
     )
@@ -257,6 +260,28 @@ def test_a_loss_gone_non_finite_between_checks_is_caught_before_the_checkpoint(
     err = capsys.readouterr().err
     assert "the loss became non-finite (NaN/Inf) by step 4 (epoch 0" in err and "none yet" in err
     assert not (output / "checkpoints" / "last.ckpt").exists()
+
+
+def test_the_logged_effective_rank_is_the_one_of_its_step(
+    data_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """The step's diagnostics run at the batches after which Lightning writes the logs (steps 2 and 5 of 8 at
+    an interval of 3), so each written effective rank was computed at the step it is written with."""
+    computed: list[float] = []
+    real_rank = base.effective_rank
+
+    def recorded(matrix: torch.Tensor) -> torch.Tensor:
+        rank = real_rank(matrix)
+        computed.append(rank.item())
+        return rank
+
+    monkeypatch.setattr(base, "effective_rank", recorded)
+    output = tmp_path / "run"
+    assert main(args(data_dir, output, "trainer.max_epochs=2", "trainer.log_every_n_steps=3")) == 0
+    with open(output / "logs" / "version_0" / "metrics.csv", newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["train/effective_rank"]]
+    assert [int(row["step"]) for row in rows] == [2, 5]
+    assert [float(row["train/effective_rank"]) for row in rows] == pytest.approx(computed, rel=1e-6)
 
 
 def test_diverged_weights_stop_with_the_step_not_a_traceback(data_dir: Path, tmp_path: Path, capsys) -> None:

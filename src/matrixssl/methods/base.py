@@ -143,7 +143,7 @@ class SSLMethod(L.LightningModule):
             on_epoch=True,
             sync_dist=True,
         )
-        if batch_index % max(1, self.config.trainer.log_every_n_steps) == 0:
+        if self.is_logging_step():
             self._stop_if_diverged()
             self.loss_fn.deferred_checks()
             reference = teacher[0] if teacher else online[0]
@@ -152,6 +152,14 @@ class SSLMethod(L.LightningModule):
         lr = torch.full((), self.optimizers().param_groups[0]["lr"], device=self.device)  # type: ignore[union-attr]
         self.log("train/lr", lr, on_step=True, on_epoch=False)
         return loss + probe_loss
+
+    def is_logging_step(self) -> bool:
+        """Whether Lightning writes the logged metrics after this batch (Lightning's own rule, with
+        `global_step` for its count of batches that stepped: one optimizer, no accumulation). Writing reads
+        values back from the device, so the step's checks and diagnostics join that batch: the host waits once
+        per interval, and the logged effective rank is the one of the step it is logged at."""
+        every: int = self.trainer.log_every_n_steps  # type: ignore[attr-defined]  # set by Lightning at init
+        return every > 0 and ((self.global_step + 1) % every == 0 or self.trainer.should_stop)
 
     def teacher_outputs(self, views: list[Tensor], online: list[Tensor]) -> list[Tensor]:
         """Targets per view: the EMA teacher's, the detached online projections, or none for such methods."""
