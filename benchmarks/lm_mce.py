@@ -18,8 +18,11 @@ Per task (`--tasks`, each its own section of the page):
   benchmarks/results/lm_mce_runs/, committed with the page, so a fresh clone goes on where the last machine
   stopped), named after its row, γ and seed and a hash of everything that sets its result (task, model,
   FinetuneConfig, the text of its problems, the decoding settings; not the device); an existing record is
-  reused, so an interrupted benchmark goes on where it stopped. The page is rewritten after every run; --report
-  rewrites it from the stored runs alone, training nothing (missing runs show as pending).
+  reused, so an interrupted benchmark goes on where it stopped. The fine-tune in progress saves the Trainer's
+  full state every --checkpoint-every steps under --work (by default runs/lm_mce/, not committed) and a
+  restarted benchmark continues it from there (its record says from which step; its time per step covers the
+  steps after that). The page is rewritten after every run; --report rewrites it from the stored runs alone,
+  training nothing (missing runs show as pending).
 
 Time per step is the library's mean over the steps after the first. The defaults are sized for a 2-core CPU
 (SmolLM2-135M, all parameters, 120 steps of batch 8); `--train-top-layers N` makes a step cheaper.
@@ -32,11 +35,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shutil
 import statistics
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -49,7 +53,7 @@ from matrixssl.lm.data import SOURCES, Problem, generate_problems, overlap
 from matrixssl.lm.evaluate import evaluate_accuracy
 from matrixssl.lm.loss import DEFAULT_RELATION_RIDGE, DEFAULT_RIDGE, DEFAULT_TOP_K, MCE_FORMS, MCEForm
 from matrixssl.lm.model import default_model_file, load_model_and_tokenizer, trainable_parameters
-from matrixssl.lm.train import IGNORE_INDEX, FinetuneConfig, encode_problems, finetune
+from matrixssl.lm.train import IGNORE_INDEX, FinetuneConfig, encode_problems, finetune, last_checkpoint
 from matrixssl.runtime import write_json, write_text
 
 GAMMAS = (0.1, 0.3, 1.0)
@@ -77,6 +81,7 @@ TASK_NOTES = {
 LAST_STEPS = 10  # the training cross-entropy is reported as the mean of the last steps (one batch is noisy)
 EXAMPLES = 3  # held-out answers kept per run and shown on the page
 KEY_VERSION = 1  # bump when a run's meaning changes without its settings changing
+WORK = Path(__file__).resolve().parents[1] / "runs" / "lm_mce"  # not committed (runs/ is ignored)
 
 
 def run_counts(tasks: int, seeds: int, gammas: int) -> dict[str, int]:
@@ -157,6 +162,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--runs", type=Path, default=_report.RESULTS / "lm_mce_runs", help="folder of the stored run records"
     )
     parser.add_argument(
+        "--work",
+        type=Path,
+        default=WORK,
+        help="folder of the fine-tune in progress: its checkpoints, removed once its record is stored",
+    )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=20,
+        metavar="N",
+        help="save the fine-tune in progress every N steps, so that a stopped benchmark goes on from there "
+        "(0: never; settings, not results: not part of a run's key)",
+    )
+    parser.add_argument(
         "--report", action="store_true", help="rewrite the page from stored runs, train nothing"
     )
     parser.add_argument("--output", default="lm_mce.md", help="file name under benchmarks/results")
@@ -165,6 +184,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    if args.checkpoint_every < 0:
+        parser.error(f"--checkpoint-every must be 0 or more, got {args.checkpoint_every}")
     for name in ("tasks", "seeds", "gammas"):
         if len(set(getattr(args, name))) < len(getattr(args, name)):
             parser.error(f"--{name} has a value twice")
@@ -321,10 +342,19 @@ class Runs:
         record["model_file"] = default_model_file().name if args.model == "default" else Path(args.model).name
         if spec.row != "base":
             config = finetune_config(args, data.max_length, spec)
-            log(f"{what}: fine-tuning {config.steps} steps")
+            work = args.work / spec.task / run_path(args, data, spec).stem
+            resume = last_checkpoint(work) is not None
+            log(f"{what}: fine-tuning {config.steps} steps" + (f", resumed from {work}" if resume else ""))
             start = time.perf_counter()
             try:
-                summary = finetune(self.model, self.tokenizer, data.train[spec.seed], config)
+                summary = finetune(
+                    self.model,
+                    self.tokenizer,
+                    data.train[spec.seed],
+                    replace(config, save_every=args.checkpoint_every),
+                    output_dir=work,
+                    resume=resume,
+                )
             except MatrixSSLError as error:
                 log(f"{what}: FAILED {error}")
                 record["error"] = str(error)
@@ -332,7 +362,8 @@ class Runs:
             examples = encode_problems(self.tokenizer, data.train[spec.seed], config.max_length)
             trained = sum(p.numel() for p in trainable_parameters(self.model, config.train_top_layers))
             record |= {
-                "train_seconds": time.perf_counter() - start,
+                "train_seconds": time.perf_counter() - start,  # of this call: a resumed run's last part
+                "resumed_from_step": summary["resumed_from_step"],
                 "seconds_per_step": summary["seconds_per_step"],
                 "train_cross_entropy": statistics.mean(summary["history"]["cross_entropy"][-LAST_STEPS:]),
                 "precision": summary["precision"],
@@ -368,6 +399,7 @@ class Runs:
         path = run_path(self.args, self.data[spec.task], spec)
         write_json(path, record)
         self.records[path] = record
+        shutil.rmtree(self.args.work / spec.task / path.stem, ignore_errors=True)
         return record
 
     def _load(self) -> None:

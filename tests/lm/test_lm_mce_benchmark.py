@@ -107,7 +107,16 @@ def test_runs_are_stored_reused_and_reported(
         "--eval-batch-size",
         "4",
     ]
-    argv += ["--train-top-layers", "1", "--runs", str(runs), "--output", "out.md"]
+    argv += [
+        "--train-top-layers",
+        "1",
+        "--runs",
+        str(runs),
+        "--work",
+        str(tmp_path / "work"),
+        "--output",
+        "out.md",
+    ]
     monkeypatch.setattr(sys, "argv", ["benchmarks/lm_mce.py", *argv])
 
     # --report before any run: every row pending, nothing loaded or trained
@@ -131,9 +140,9 @@ def test_runs_are_stored_reused_and_reported(
     # the benchmark: 8 fine-tunes (2 x 2 search runs, CE at 2 seeds, each picked form at seed 1)
     trained = []
 
-    def counting_finetune(model: Any, tokenizer: Any, problems: list[Problem], config: Any) -> Any:
+    def counting_finetune(model: Any, tokenizer: Any, problems: list[Problem], config: Any, **kw: Any) -> Any:
         trained.append((config.loss, config.mce_form, config.gamma, config.seed, problems[0].question))
-        return real["finetune"](model, tokenizer, problems, config)
+        return real["finetune"](model, tokenizer, problems, config, **kw)
 
     monkeypatch.setattr(lm_mce, "finetune", counting_finetune)
     path = lm_mce.main(argv)
@@ -184,6 +193,54 @@ def test_runs_are_stored_reused_and_reported(
         monkeypatch.setattr(lm_mce, name, fail)
     assert lm_mce.main(argv).read_text() == text
     assert lm_mce.main([*argv, "--report"]).read_text() == text
+
+
+def test_a_stopped_fine_tune_goes_on_from_its_last_checkpoint(
+    lm_mce: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, saved_model: Path
+) -> None:
+    """Stopped (Ctrl-C) after step 3 of 4 with a checkpoint every 2 steps, the run restarts from step 2 and ends
+    with the record an uninterrupted run gets; its checkpoints go once the record is stored."""
+    from transformers import TrainerCallback
+
+    argv = ["--model", str(saved_model), "--tasks", "arithmetic", "--n-train", "16", "--n-test", "4"]
+    argv += ["--n-val", "4", "--seeds", "0", "--gammas", "1", "--steps", "4", "--batch-size", "4"]
+    argv += ["--lr", "1e-3", "--max-new-tokens", "6", "--device", "cpu", "--eval-batch-size", "4"]
+    argv += ["--checkpoint-every", "2", "--output", "out.md"]
+    real_finetune = lm_mce.finetune
+
+    class StopAfterStep3(TrainerCallback):  # type: ignore[misc]
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step == 3:
+                raise KeyboardInterrupt
+
+    def stopped(*args: Any, **kwargs: Any) -> Any:
+        return real_finetune(*args, **kwargs, callbacks=[StopAfterStep3()])
+
+    def only_ce(args: Any, runs: Any, task: str) -> list[Any]:
+        return [lm_mce.Spec(task, "ce", 0)]
+
+    monkeypatch.setattr(lm_mce, "plan", only_ce)
+    monkeypatch.setattr(lm_mce, "finetune", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        lm_mce.main([*argv, "--runs", str(tmp_path / "runs"), "--work", str(tmp_path / "work")])
+    (progress,) = (tmp_path / "work" / "arithmetic").iterdir()
+    assert sorted(path.name for path in progress.glob("checkpoint-*")) == ["checkpoint-2"]
+    assert not (tmp_path / "runs").exists()
+
+    monkeypatch.setattr(lm_mce, "finetune", real_finetune)
+    lm_mce.main([*argv, "--runs", str(tmp_path / "runs"), "--work", str(tmp_path / "work")])
+    lm_mce.main([*argv, "--runs", str(tmp_path / "whole"), "--work", str(tmp_path / "work-whole")])
+    (resumed,) = (tmp_path / "runs" / "arithmetic").glob("ce_*.json")
+    (whole,) = (tmp_path / "whole" / "arithmetic").glob("ce_*.json")
+    assert resumed.name == whole.name  # the same key: saving is not a setting of the result
+    resumed_record, whole_record = json.loads(resumed.read_text()), json.loads(whole.read_text())
+    assert resumed_record["resumed_from_step"] == 2 and whole_record["resumed_from_step"] is None
+    assert resumed_record["train_cross_entropy"] == pytest.approx(
+        whole_record["train_cross_entropy"], rel=1e-5
+    )
+    assert resumed_record["scored"] == whole_record["scored"]
+    assert resumed_record["outputs"] == whole_record["outputs"]
+    assert not progress.exists() and not any((tmp_path / "work-whole" / "arithmetic").iterdir())
 
 
 def test_page_numbers_over_three_seeds(lm_mce: Any, tmp_path: Path) -> None:
@@ -305,6 +362,7 @@ def test_bad_settings_stop_before_anything_is_made(lm_mce: Any, capsys: pytest.C
         lm_mce.main(["--model", "/nonexistent", "--top-k", "-1"])
     for flags, message in (
         (["--n-val", "0"], "--n-val must be a positive integer, got 0"),
+        (["--checkpoint-every", "-1"], "--checkpoint-every must be 0 or more, got -1"),
         (["--seeds", "0", "0"], "--seeds has a value twice"),
     ):
         with pytest.raises(SystemExit) as exit_info:
