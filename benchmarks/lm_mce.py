@@ -362,7 +362,7 @@ class Runs:
             examples = encode_problems(self.tokenizer, data.train[spec.seed], config.max_length)
             trained = sum(p.numel() for p in trainable_parameters(self.model, config.train_top_layers))
             record |= {
-                "train_seconds": time.perf_counter() - start,  # of this call: a resumed run's last part
+                "train_seconds": time.perf_counter() - start + earlier_steps_seconds(summary),
                 "resumed_from_step": summary["resumed_from_step"],
                 "seconds_per_step": summary["seconds_per_step"],
                 "train_cross_entropy": statistics.mean(summary["history"]["cross_entropy"][-LAST_STEPS:]),
@@ -410,6 +410,14 @@ class Runs:
             self.args.model, device=self.args.device, progress=False
         )
         self.base_weights = {name: value.detach().clone() for name, value in self.model.state_dict().items()}
+
+
+def earlier_steps_seconds(summary: dict[str, Any]) -> float:
+    """The time of the steps a resumed fine-tune made before it was stopped (from the step times its
+    checkpoint kept); 0 for a run made in one go."""
+    resumed = summary["resumed_from_step"] or 0
+    history = summary["history"]
+    return sum(seconds for step, seconds in zip(history["step"], history["seconds"]) if step <= resumed)
 
 
 def best_gamma(args: argparse.Namespace, runs: Runs, task: str, form: str) -> float | None:

@@ -239,6 +239,10 @@ def test_a_stopped_fine_tune_goes_on_from_its_last_checkpoint(
         whole_record["train_cross_entropy"], rel=1e-5
     )
     assert resumed_record["scored"] == whole_record["scored"]
+    # its time counts the steps made before the stop, from the step times the checkpoint kept
+    history = {"step": [1, 2, 3, 4], "seconds": [0.5, 1.0, 2.0, 4.0]}
+    assert lm_mce.earlier_steps_seconds({"resumed_from_step": 2, "history": history}) == 1.5
+    assert lm_mce.earlier_steps_seconds({"resumed_from_step": None, "history": history}) == 0
     assert resumed_record["outputs"] == whole_record["outputs"]
     assert not progress.exists() and not any((tmp_path / "work-whole" / "arithmetic").iterdir())
 
