@@ -21,8 +21,9 @@ Per task (`--tasks`, each its own section of the page):
   reused, so an interrupted benchmark goes on where it stopped. The fine-tune in progress saves the Trainer's
   full state every --checkpoint-every steps under --work (by default runs/lm_mce/, not committed) and a
   restarted benchmark continues it from there (its record says from which step; its time per step covers the
-  steps after that). The page is rewritten after every run; --report rewrites it from the stored runs alone,
-  training nothing (missing runs show as pending).
+  steps after that). A fine-tune stopped and then not restarted with the same settings leaves its folder there:
+  delete --work when no benchmark is running. The page is rewritten after every run; --report rewrites it
+  from the stored runs alone, training nothing (missing runs show as pending).
 
 Time per step is the library's mean over the steps after the first. The defaults are sized for a 2-core CPU
 (SmolLM2-135M, all parameters, 120 steps of batch 8); `--train-top-layers N` makes a step cheaper.
@@ -354,6 +355,7 @@ class Runs:
                     replace(config, save_every=args.checkpoint_every),
                     output_dir=work,
                     resume=resume,
+                    callbacks=[keep_newest_checkpoint(work)],
                 )
             except MatrixSSLError as error:
                 log(f"{what}: FAILED {error}")
@@ -410,6 +412,21 @@ class Runs:
             self.args.model, device=self.args.device, progress=False
         )
         self.base_weights = {name: value.detach().clone() for name, value in self.model.state_dict().items()}
+
+
+def keep_newest_checkpoint(work: Path) -> Any:
+    """A Trainer callback that deletes every `checkpoint-STEP` in `work` but the newest complete one after
+    each save (a full state of the default model is over a gigabyte)."""
+    from transformers import TrainerCallback
+
+    class KeepNewestCheckpoint(TrainerCallback):  # type: ignore[misc]
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            newest = last_checkpoint(work)
+            for older in work.glob("checkpoint-*"):
+                if older != newest:
+                    shutil.rmtree(older, ignore_errors=True)
+
+    return KeepNewestCheckpoint()
 
 
 def earlier_steps_seconds(summary: dict[str, Any]) -> float:

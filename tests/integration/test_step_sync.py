@@ -84,7 +84,8 @@ def test_no_host_sync_between_logging_steps(method: str, tmp_path: Path, monkeyp
 
 
 def test_no_host_sync_with_colour_views_and_the_taylor_log(tmp_path: Path, monkeypatch) -> None:
-    """The CIFAR-10 config: RGB views (saturation jitter and grayscale go through the luma), Taylor log."""
+    """The CIFAR-10 config: RGB views (saturation jitter and grayscale go through the luma), Taylor log; two
+    epochs."""
     write_cifar10(tmp_path / "data", 80)
     counts = counting_step(monkeypatch)
     argv = [
@@ -94,13 +95,15 @@ def test_no_host_sync_with_colour_views_and_the_taylor_log(tmp_path: Path, monke
         *(option for option in TINY if not option.startswith("data.name=")),
         "data.num_workers=0",
         f"trainer.log_every_n_steps={LOG_EVERY}",
-        "trainer.max_epochs=1",
+        "trainer.max_epochs=2",
         "eval.linear_epochs=1",
         f"data.dir={tmp_path / 'data'}",
         f"output_dir={tmp_path / 'run'}",
     ]
-    assert main(argv) == 0  # 80 training images: 5 steps of 16, logs written after 2, 0 is set-up
-    assert counts == Counter(window=3)
+    # 80 training images: 2 epochs of 5 steps of 16, logs written after 2, 5 and 8, 0 is set-up (the second
+    # epoch's first batch is an ordinary one)
+    assert main(argv) == 0
+    assert counts == Counter(window=6)
 
 
 @pytest.mark.cuda

@@ -198,53 +198,68 @@ def test_runs_are_stored_reused_and_reported(
 def test_a_stopped_fine_tune_goes_on_from_its_last_checkpoint(
     lm_mce: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, saved_model: Path
 ) -> None:
-    """Stopped (Ctrl-C) after step 3 of 4 with a checkpoint every 2 steps, the run restarts from step 2 and ends
-    with the record an uninterrupted run gets; its checkpoints go once the record is stored."""
+    """Stopped (Ctrl-C) after step 5 of 6 with a checkpoint every 2 steps, the run restarts from step 4; stopped
+    again while evaluating, it restarts from its last step; it ends with the record an uninterrupted run gets.
+    Only the newest checkpoint is kept, and none once the record is stored."""
     from transformers import TrainerCallback
 
-    argv = ["--model", str(saved_model), "--tasks", "arithmetic", "--n-train", "16", "--n-test", "4"]
-    argv += ["--n-val", "4", "--seeds", "0", "--gammas", "1", "--steps", "4", "--batch-size", "4"]
+    argv = ["--model", str(saved_model), "--tasks", "arithmetic", "--n-train", "24", "--n-test", "4"]
+    argv += ["--n-val", "4", "--seeds", "0", "--gammas", "1", "--steps", "6", "--batch-size", "4"]
     argv += ["--lr", "1e-3", "--max-new-tokens", "6", "--device", "cpu", "--eval-batch-size", "4"]
     argv += ["--checkpoint-every", "2", "--output", "out.md"]
-    real_finetune = lm_mce.finetune
+    stopping = [*argv, "--runs", str(tmp_path / "runs"), "--work", str(tmp_path / "work")]
+    real_finetune, real_evaluate = lm_mce.finetune, lm_mce.evaluate_accuracy
 
-    class StopAfterStep3(TrainerCallback):  # type: ignore[misc]
+    class StopAfterStep5(TrainerCallback):  # type: ignore[misc]
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if state.global_step == 3:
+            if state.global_step == 5:
                 raise KeyboardInterrupt
 
-    def stopped(*args: Any, **kwargs: Any) -> Any:
-        return real_finetune(*args, **kwargs, callbacks=[StopAfterStep3()])
+    def stopped_in_training(*args: Any, callbacks: list[Any], **kwargs: Any) -> Any:
+        return real_finetune(*args, **kwargs, callbacks=[*callbacks, StopAfterStep5()])
+
+    def stopped_in_evaluation(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
 
     def only_ce(args: Any, runs: Any, task: str) -> list[Any]:
         return [lm_mce.Spec(task, "ce", 0)]
 
+    def checkpoints() -> list[str]:
+        (progress,) = (tmp_path / "work" / "arithmetic").iterdir()
+        return sorted(path.name for path in progress.glob("checkpoint-*"))
+
     monkeypatch.setattr(lm_mce, "plan", only_ce)
-    monkeypatch.setattr(lm_mce, "finetune", stopped)
+    monkeypatch.setattr(lm_mce, "finetune", stopped_in_training)
     with pytest.raises(KeyboardInterrupt):
-        lm_mce.main([*argv, "--runs", str(tmp_path / "runs"), "--work", str(tmp_path / "work")])
-    (progress,) = (tmp_path / "work" / "arithmetic").iterdir()
-    assert sorted(path.name for path in progress.glob("checkpoint-*")) == ["checkpoint-2"]
+        lm_mce.main(stopping)
+    assert checkpoints() == ["checkpoint-4"]
+    monkeypatch.setattr(lm_mce, "finetune", real_finetune)
+    monkeypatch.setattr(lm_mce, "evaluate_accuracy", stopped_in_evaluation)
+    with pytest.raises(KeyboardInterrupt):
+        lm_mce.main(stopping)
+    assert checkpoints() == ["checkpoint-6"]  # the last step's state
     assert not (tmp_path / "runs").exists()
 
-    monkeypatch.setattr(lm_mce, "finetune", real_finetune)
-    lm_mce.main([*argv, "--runs", str(tmp_path / "runs"), "--work", str(tmp_path / "work")])
+    monkeypatch.setattr(lm_mce, "evaluate_accuracy", real_evaluate)
+    lm_mce.main(stopping)
     lm_mce.main([*argv, "--runs", str(tmp_path / "whole"), "--work", str(tmp_path / "work-whole")])
     (resumed,) = (tmp_path / "runs" / "arithmetic").glob("ce_*.json")
     (whole,) = (tmp_path / "whole" / "arithmetic").glob("ce_*.json")
     assert resumed.name == whole.name  # the same key: saving is not a setting of the result
     resumed_record, whole_record = json.loads(resumed.read_text()), json.loads(whole.read_text())
-    assert resumed_record["resumed_from_step"] == 2 and whole_record["resumed_from_step"] is None
+    assert resumed_record["resumed_from_step"] == 6 and whole_record["resumed_from_step"] is None
+    assert resumed_record["seconds_per_step"] > 0
     assert resumed_record["train_cross_entropy"] == pytest.approx(
         whole_record["train_cross_entropy"], rel=1e-5
     )
     assert resumed_record["scored"] == whole_record["scored"]
+    assert resumed_record["outputs"] == whole_record["outputs"]
+    assert not any((tmp_path / "work" / "arithmetic").iterdir())
+    assert not any((tmp_path / "work-whole" / "arithmetic").iterdir())
     # its time counts the steps made before the stop, from the step times the checkpoint kept
     history = {"step": [1, 2, 3, 4], "seconds": [0.5, 1.0, 2.0, 4.0]}
     assert lm_mce.earlier_steps_seconds({"resumed_from_step": 2, "history": history}) == 1.5
     assert lm_mce.earlier_steps_seconds({"resumed_from_step": None, "history": history}) == 0
-    assert resumed_record["outputs"] == whole_record["outputs"]
-    assert not progress.exists() and not any((tmp_path / "work-whole" / "arithmetic").iterdir())
 
 
 def test_page_numbers_over_three_seeds(lm_mce: Any, tmp_path: Path) -> None:

@@ -400,7 +400,7 @@ def finetune(
     continues from, at the step it was saved), then the final model and tokenizer in `output_dir/checkpoint`
     and the record in `output_dir/train_metrics.json`. Without it nothing is written. The record holds the
     per-step loss terms, learning rate and seconds, and the mean seconds per step of this call's steps after
-    its first (which pays for warm-up).
+    its first (which pays for warm-up; all of the run's if this call resumed at the last step).
     """
     if resume and output_dir is None:
         raise MatrixSSLError("resuming needs the output directory of the interrupted run")
@@ -419,7 +419,8 @@ def finetune(
     start = int(checkpoint.name.removeprefix("checkpoint-")) if checkpoint else 0
     entries = [entry for entry in trainer.state.log_history if "seconds" in entry]
     history = {key: [entry[key] for entry in entries] for key in _HISTORY}
-    seconds = [entry["seconds"] for entry in entries if entry["step"] > start]
+    # A run resumed from its last step made none in this call: then the whole run's steps are timed.
+    seconds = [entry["seconds"] for entry in entries if entry["step"] > start] or history["seconds"]
     summary: dict[str, Any] = {
         "steps": trainer.state.global_step,
         "resumed_from_step": start if checkpoint else None,

@@ -155,9 +155,10 @@ class SSLMethod(L.LightningModule):
 
     def is_logging_step(self) -> bool:
         """Whether Lightning writes the logged metrics after this batch (Lightning's own rule, with
-        `global_step` for its count of batches that stepped: one optimizer, no accumulation). Writing reads
-        values back from the device, so the step's checks and diagnostics join that batch: the host waits once
-        per interval, and the logged effective rank is the one of the step it is logged at."""
+        `global_step` for its count of batches that stepped: one optimizer, no accumulation; so it holds from
+        the batch-start hook through the training step, before the optimizer steps). Writing reads values back
+        from the device, so the step's checks and diagnostics join that batch: the host waits once per
+        interval, and the logged effective rank is the one of the step it is logged at."""
         every: int = self.trainer.log_every_n_steps  # type: ignore[attr-defined]  # set by Lightning at init
         return every > 0 and ((self.global_step + 1) % every == 0 or self.trainer.should_stop)
 
@@ -179,7 +180,7 @@ class SSLMethod(L.LightningModule):
         if finite:
             return
         checkpoint = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or "none yet"
-        every = self.config.trainer.log_every_n_steps
+        every = self.trainer.log_every_n_steps  # type: ignore[attr-defined]  # the config's, at most an epoch
         raise MatrixSSLError(
             f"the loss became non-finite (NaN/Inf) by step {self.global_step} (epoch {self.current_epoch}; "
             f"checked every trainer.log_every_n_steps={every} steps); last good checkpoint: {checkpoint}. "
