@@ -316,6 +316,11 @@ def run_path(args: argparse.Namespace, data: TaskData, spec: Spec) -> Path:
     return args.runs / spec.task / f"{spec.label}_seed{spec.seed}_{tag}.json"
 
 
+def work_path(args: argparse.Namespace, data: TaskData, spec: Spec) -> Path:
+    """The folder of a fine-tune in progress: named after its record, so only a run with the same key resumes it."""
+    return args.work / spec.task / run_path(args, data, spec).stem
+
+
 class Runs:
     """The stored runs, and the model, loaded on the first run that has to be made."""
 
@@ -344,7 +349,7 @@ class Runs:
         record["model_file"] = default_model_file().name if args.model == "default" else Path(args.model).name
         if spec.row != "base":
             config = finetune_config(args, data.max_length, spec)
-            work = args.work / spec.task / run_path(args, data, spec).stem
+            work = work_path(args, data, spec)
             resume = last_checkpoint(work) is not None
             log(f"{what}: fine-tuning {config.steps} steps" + (f", resumed from {work}" if resume else ""))
             start = time.perf_counter()
@@ -356,7 +361,7 @@ class Runs:
                     replace(config, save_every=args.checkpoint_every),
                     output_dir=work,
                     resume=resume,
-                    callbacks=[keep_newest_checkpoint(work)],
+                    save_total_limit=1,  # a full state of the default model is over a gigabyte
                 )
             except MatrixSSLError as error:
                 log(f"{what}: FAILED {error}")
@@ -402,7 +407,7 @@ class Runs:
         path = run_path(self.args, self.data[spec.task], spec)
         write_json(path, record)
         self.records[path] = record
-        shutil.rmtree(self.args.work / spec.task / path.stem, ignore_errors=True)
+        shutil.rmtree(work_path(self.args, self.data[spec.task], spec), ignore_errors=True)
         return record
 
     def _load(self) -> None:
@@ -413,21 +418,6 @@ class Runs:
             self.args.model, device=self.args.device, progress=False
         )
         self.base_weights = {name: value.detach().clone() for name, value in self.model.state_dict().items()}
-
-
-def keep_newest_checkpoint(work: Path) -> Any:
-    """A Trainer callback that deletes every `checkpoint-STEP` in `work` but the newest complete one after
-    each save (a full state of the default model is over a gigabyte)."""
-    from transformers import TrainerCallback
-
-    class KeepNewestCheckpoint(TrainerCallback):  # type: ignore[misc]
-        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            newest = last_checkpoint(work)
-            for older in work.glob("checkpoint-*"):
-                if older != newest:
-                    shutil.rmtree(older, ignore_errors=True)
-
-    return KeepNewestCheckpoint()
 
 
 def earlier_steps_seconds(summary: dict[str, Any]) -> float:

@@ -215,8 +215,8 @@ def test_a_stopped_fine_tune_goes_on_from_its_last_checkpoint(
             if state.global_step == 5:
                 raise KeyboardInterrupt
 
-    def stopped_in_training(*args: Any, callbacks: list[Any], **kwargs: Any) -> Any:
-        return real_finetune(*args, **kwargs, callbacks=[*callbacks, StopAfterStep5()])
+    def stopped_in_training(*args: Any, **kwargs: Any) -> Any:
+        return real_finetune(*args, **kwargs, callbacks=[StopAfterStep5()])
 
     def stopped_in_evaluation(*args: Any, **kwargs: Any) -> Any:
         raise KeyboardInterrupt

@@ -393,8 +393,10 @@ def finetune(
     resume: bool = False,
     progress: bool = False,
     callbacks: Iterable[Any] = (),
+    **training_arguments_overrides: Any,
 ) -> dict[str, Any]:
-    """Fine-tune `model` in place up to `config.steps` optimizer steps and return the training record.
+    """Fine-tune `model` in place up to `config.steps` optimizer steps and return the training record
+    (extra keywords override TrainingArguments, as in `make_trainer`).
 
     With `output_dir`: `checkpoint-STEP` every `save_every` steps (the Trainer's full state: what `resume=True`
     continues from, at the step it was saved), then the final model and tokenizer in `output_dir/checkpoint`
@@ -406,7 +408,9 @@ def finetune(
         raise MatrixSSLError("resuming needs the output directory of the interrupted run")
     folder = nullcontext(str(output_dir)) if output_dir is not None else tempfile.TemporaryDirectory()
     with folder as run_dir, progress_bars(progress):
-        trainer = make_trainer(model, tokenizer, problems, config, run_dir, progress, callbacks)
+        trainer = make_trainer(
+            model, tokenizer, problems, config, run_dir, progress, callbacks, **training_arguments_overrides
+        )
         checkpoint = last_checkpoint(run_dir) if resume else None
         if resume and checkpoint is None:
             raise MatrixSSLError(
