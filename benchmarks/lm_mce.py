@@ -8,12 +8,14 @@ Per task (`--tasks`, each its own section of the page):
   seeds covers the data as well as the order. The base model is evaluated on every seed's held-out set.
   A held-out set can change with the --seeds list (it skips every listed seed's training questions), so a
   run made with other --seeds may not be reused: keep the stored runs' list when resuming.
-- γ search: per MCE form (embedding, relation), γ in --gammas at the form's default ridge, on the search seed
-  (the first of --seeds). Each search run is also scored on a validation slice: the next --n-val problems of
-  the search seed's train stream, after its training problems (never trained on, never a held-out problem).
-  The γ with the most correct validation answers (ties: the smaller γ) is the form's row.
+- γ search: per MCE form (embedding, relation), γ in --gammas at the form's default ridge, on the search task
+  (the first of --tasks) and its search seed (the first of --seeds). Each fine-tune of the search seed is also
+  scored on a validation slice: the next --n-val problems of its train stream, after its training problems
+  (never trained on, never a held-out problem). The γ with the most correct validation answers (ties: the
+  smaller γ) is the form's row, in every task: the other tasks take the search task's γ instead of searching
+  their own (a search among a few γ on 200 problems of a hard task would pick noise, at three times the cost).
 - rows: base model, CE, CE + embedding-MCE and CE + relation-MCE at the picked γ, at every seed (the search
-  seed's MCE runs are the search runs themselves).
+  seed's MCE runs of the search task are the search runs themselves).
 - resumable: each evaluation and each fine-tune + evaluation is one small JSON record under --runs (by default
   benchmarks/results/lm_mce_runs/, committed with the page, so a fresh clone goes on where the last machine
   stopped), named after its row, γ and seed and a hash of everything that sets its result (task, model,
@@ -86,25 +88,35 @@ WORK = Path(__file__).resolve().parents[1] / "runs" / "lm_mce"  # not committed 
 
 
 def run_counts(tasks: int, seeds: int, gammas: int) -> dict[str, int]:
-    """Fine-tunes and evaluations the benchmark makes (per task, then in all)."""
+    """Fine-tunes and evaluations the benchmark makes: on the search task, on each other task, in all."""
     search = len(FORMS) * gammas
     finetunes = search + seeds + len(FORMS) * (seeds - 1)
-    per_task = {
+    other_finetunes = seeds + len(FORMS) * seeds
+    # held-out sets (fine-tunes and base model), then the search seed's fine-tunes on the validation slice
+    evaluations = finetunes + seeds + search + 1
+    other_evaluations = other_finetunes + seeds + len(FORMS) + 1
+    return {
         "search": search,
         "finetunes": finetunes,
+        "other_finetunes": other_finetunes,
         "base": seeds,
-        "evaluations": finetunes + seeds + search + 1,  # held-out sets, then the validation slice
+        "all_finetunes": finetunes + (tasks - 1) * other_finetunes,
+        "all_evaluations": evaluations + (tasks - 1) * other_evaluations,
     }
-    return per_task | {"all_finetunes": tasks * finetunes, "all_evaluations": tasks * per_task["evaluations"]}
 
 
 def counts_text(tasks: int, seeds: int, gammas: int) -> str:
     n = run_counts(tasks, seeds, gammas)
+    others = (
+        f", {n['other_finetunes']} on each other task (CE and the picked forms at {seeds} seeds)"
+        if tasks > 1
+        else ""
+    )
     return (
-        f"{n['finetunes']} fine-tunes per task ({n['search']} search runs on the search seed, CE at {seeds} "
-        f"seeds, the {len(FORMS)} picked forms at {seeds - 1} more), {n['all_finetunes']} in all for {tasks} "
-        f"task{'s' * (tasks > 1)}, and {n['all_evaluations']} evaluations ({n['base']} of the base model per "
-        "task; the search seed's fine-tunes are scored on the validation slice too)"
+        f"{n['finetunes']} fine-tunes on the search task ({n['search']} search runs on the search seed, CE at "
+        f"{seeds} seeds, the {len(FORMS)} picked forms at {seeds - 1} more){others}, {n['all_finetunes']} in "
+        f"all for {tasks} task{'s' * (tasks > 1)}, and {n['all_evaluations']} evaluations ({n['base']} of the "
+        "base model per task; the search seed's fine-tunes are scored on the validation slice too)"
     )
 
 
@@ -112,7 +124,7 @@ EPILOG = (
     f"At the defaults: {counts_text(len(SOURCES), 3, len(GAMMAS))}. On the 2-core CPU of the first benchmark "
     "(3.2 s per arithmetic step, 35 s per arithmetic evaluation) arithmetic takes about 1.6 h; on the 2-core CPU "
     "of the current records a gsm_symbolic step took 24 s and an evaluation of 200 problems about 10 min, about "
-    "14 h for the task. Every finished run is kept, and the fine-tune in progress is saved every "
+    "10 h for the task. Every finished run is kept, and the fine-tune in progress is saved every "
     "--checkpoint-every steps, so the benchmark can be stopped and started again."
 )
 
@@ -428,12 +440,12 @@ def earlier_steps_seconds(summary: dict[str, Any]) -> float:
     return sum(seconds for step, seconds in zip(history["step"], history["seconds"]) if step <= resumed)
 
 
-def best_gamma(args: argparse.Namespace, runs: Runs, task: str, form: str) -> float | None:
-    """The searched γ with the most correct validation answers (ties: the smaller γ); None until the search is
-    complete or if every run of it failed."""
+def best_gamma(args: argparse.Namespace, runs: Runs, form: str) -> float | None:
+    """The searched γ with the most correct validation answers on the search task (ties: the smaller γ); None
+    until the search is complete or if every run of it failed."""
     scored = []
     for gamma in args.gammas:
-        record = runs.get(Spec(task, form, args.seeds[0], gamma))
+        record = runs.get(Spec(args.tasks[0], form, args.seeds[0], gamma))
         if record is None:
             return None
         if "validation" in record:
@@ -442,13 +454,16 @@ def best_gamma(args: argparse.Namespace, runs: Runs, task: str, form: str) -> fl
 
 
 def plan(args: argparse.Namespace, runs: Runs, task: str) -> list[Spec]:
-    """Every run of a task in the order they are made: base evaluations, the search seed's CE and search runs,
-    then the other seeds (picked forms only once their search is complete)."""
+    """Every run of a task in the order they are made: base evaluations, the search seed's CE (and on the search
+    task its search runs), then CE and the picked forms seed by seed (a form only once its search is complete)."""
     search_seed, *others = args.seeds
     specs = [Spec(task, "base", seed) for seed in args.seeds]
-    specs.append(Spec(task, "ce", search_seed))
-    specs += [Spec(task, form, search_seed, gamma) for form in FORMS for gamma in args.gammas]
-    best = {form: best_gamma(args, runs, task, form) for form in FORMS}
+    best = {form: best_gamma(args, runs, form) for form in FORMS}
+    if task == args.tasks[0]:
+        specs.append(Spec(task, "ce", search_seed))
+        specs += [Spec(task, form, search_seed, gamma) for form in FORMS for gamma in args.gammas]
+    else:
+        others = args.seeds
     for seed in others:
         specs.append(Spec(task, "ce", seed))
         specs += [Spec(task, form, seed, gamma) for form, gamma in best.items() if gamma is not None]
@@ -491,9 +506,11 @@ def row_name(row: str, gamma: float | None) -> str:
 
 
 def task_section(args: argparse.Namespace, runs: Runs, data: TaskData) -> list[str]:
-    """One task: data, the γ search, accuracy per seed, same-seed differences, time per step, examples."""
+    """One task: data, the γ search (or the search task's picks on this task's validation slice), accuracy per
+    seed, same-seed differences, time per step, examples."""
     task, seeds, search_seed = data.task, args.seeds, args.seeds[0]
-    best = {form: best_gamma(args, runs, task, form) for form in FORMS}
+    searched = task == args.tasks[0]
+    best = {form: best_gamma(args, runs, form) for form in FORMS}
     table: dict[str, list[dict[str, Any] | None]] = {"base": [runs.get(Spec(task, "base", s)) for s in seeds]}
     table["ce"] = [runs.get(Spec(task, "ce", s)) for s in seeds]
     for form, gamma in best.items():
@@ -513,25 +530,28 @@ def task_section(args: argparse.Namespace, runs: Runs, data: TaskData) -> list[s
         f"- {tokens} tokens per training example on average, {answer_tokens} of them supervised (answer + EOS); "
         f"max length {data.max_length}, at most {data.max_new_tokens} new tokens per answer",
         "",
-        f"### γ search (seed {search_seed}; picked on the validation slice)",
+        f"### γ search (seed {search_seed}; picked on the validation slice)"
+        if searched
+        else f"### Validation slice (seed {search_seed}; γ as picked on {args.tasks[0]}, not searched here)",
         "",
         f"| row | γ | validation accuracy (%) | held-out accuracy, seed {search_seed} (%) | "
         f"train CE, last {LAST_STEPS} steps | s/step |",
         "|---|---|---|---|---|---|",
     ]
-    search = [("ce", None)] + [(form, gamma) for form in FORMS for gamma in args.gammas]
-    for row, gamma in search:
-        record = runs.get(Spec(task, row, search_seed, gamma))
+    forms = [(form, gamma) for form in FORMS for gamma in args.gammas] if searched else list(best.items())
+    for row, gamma in [("ce", None), *forms]:
+        record = None if row != "ce" and gamma is None else runs.get(Spec(task, row, search_seed, gamma))
         validation = validation_cell(record)
-        name = f"{ROW_NAMES[row]}{' (reference)' if gamma is None else ''}"
-        picked = " **picked**" if gamma is not None and gamma == best[row] else ""
+        name = f"{ROW_NAMES[row]}{' (reference)' if row == 'ce' else ''}"
+        picked = " **picked**" if searched and gamma is not None and gamma == best[row] else ""
         train = (
             f"{record['train_cross_entropy']:.4f} | {record['seconds_per_step']:.2f}"
             if done(record)
             else "– | –"
         )
         lines.append(
-            f"| {name} | {'–' if gamma is None else f'{gamma:g}'} | {validation}{picked} | "
+            f"| {name} | {'–' if row == 'ce' else 'pending' if gamma is None else f'{gamma:g}'} | "
+            f"{validation}{picked} | "
             f"{accuracy_cell(record)} | {train} |"
         )
     seed_columns = " | ".join(f"seed {s}" for s in seeds)
@@ -632,10 +652,11 @@ def markdown(args: argparse.Namespace, runs: Runs) -> str:
     lines = [
         f"- design: per task, seed s trains on its own problems (train stream of data seed s) and is evaluated "
         f"on its own held-out set (test stream of seed s, none of it in any seed's training set); the seed also "
-        f"orders the batches, so mean ± std covers data and order. γ is searched per MCE form on seed "
-        f"{args.seeds[0]} and picked by accuracy on a validation slice of that seed's train stream (never "
-        "trained on, not the held-out set: the pick does not favour the MCE rows on the reported numbers); "
-        "CE and each form at its picked γ then run at every seed",
+        f"orders the batches, so mean ± std covers data and order. γ is searched per MCE form on "
+        f"{args.tasks[0]}, seed {args.seeds[0]}, and picked by accuracy on a validation slice of that seed's "
+        "train stream (never trained on, not the held-out set: the pick does not favour the MCE rows on the "
+        "reported numbers); CE and each form at its picked γ then run at every seed"
+        + (", on every task (the other tasks take the γ picked there)" if len(args.tasks) > 1 else ""),
         f"- model: `{args.model}` ({model_file}, weights in float32); parameters trained: {parameters}",
         f"- fine-tuning (`matrixssl.lm.finetune`, identical for every row): {steps} steps, batch {batch} "
         f"({steps * batch / args.n_train:.2f} passes over the training problems), AdamW lr {args.lr:g} (linear "

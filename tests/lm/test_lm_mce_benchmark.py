@@ -389,8 +389,77 @@ def test_bad_settings_stop_before_anything_is_made(lm_mce: Any, capsys: pytest.C
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_the_other_tasks_take_the_gamma_picked_on_the_first(lm_mce: Any, tmp_path: Path) -> None:
+    """Only the first task searches γ; the second runs CE and each form at the first task's pick, at every seed
+    (its search seed's fine-tunes scored on its own validation slice), and waits for a form whose search is
+    not complete."""
+    args = lm_mce.parse_args(["--tasks", "arithmetic", "gsm_symbolic", "--runs", str(tmp_path)])
+    test = [Problem(f"q{i}", f"#### {i}", str(i)) for i in range(20)]
+    sets = {seed: test for seed in (0, 1, 2)}
+    data = {task: lm_mce.TaskData(task, sets, sets, test, 256, 40) for task in args.tasks}
+    runs = lm_mce.Runs(args, data)
+    Spec = lm_mce.Spec
+
+    def store(task: str, row: str, seed: int, gamma: float | None, correct: int, valid: int = -1) -> None:
+        record: dict[str, Any] = {
+            "accuracy": correct / 20,
+            "correct": correct,
+            "total": 20,
+            "eval_seconds": 1.0,
+        }
+        record |= {"outputs": ["a"] * 3, "model_file": "m.gguf"}
+        record |= {"seconds_per_step": 2.0, "train_cross_entropy": 0.5, "train_seconds": 9.0, "trained": 10}
+        record |= {"parameters": 100, "tokens": 48.0, "answer_tokens": 19.0, "precision": "32-true"}
+        if valid >= 0:
+            record["validation"] = {
+                "accuracy": valid / 20,
+                "correct": valid,
+                "total": 20,
+                "eval_seconds": 1.0,
+            }
+        runs._store(Spec(task, row, seed, gamma), record)
+
+    base_and_ce = [Spec("gsm_symbolic", "base", s) for s in (0, 1, 2)]
+    assert lm_mce.plan(args, runs, "gsm_symbolic") == base_and_ce + [
+        Spec("gsm_symbolic", "ce", s) for s in (0, 1, 2)
+    ]
+    for gamma, valid in ((0.1, 9), (0.3, 12), (1.0, 11)):  # embedding's search is complete: γ 0.3
+        store("arithmetic", "embedding", 0, gamma, 10, valid)
+    store("arithmetic", "relation", 0, 0.1, 10, 9)  # relation's is not
+    assert lm_mce.plan(args, runs, "gsm_symbolic") == base_and_ce + [
+        spec
+        for s in (0, 1, 2)
+        for spec in (Spec("gsm_symbolic", "ce", s), Spec("gsm_symbolic", "embedding", s, 0.3))
+    ]
+    store("gsm_symbolic", "ce", 0, None, 2, valid=3)
+    store("gsm_symbolic", "embedding", 0, 0.3, 4, valid=1)
+    store("gsm_symbolic", "embedding", 1, 0.3, 5)
+    text = lm_mce.markdown(args, runs)
+
+    assert "γ is searched per MCE form on arithmetic, seed 0," in text
+    assert ", on every task (the other tasks take the γ picked there)" in text
+    section = text.split("\n## gsm_symbolic\n", 1)[1]
+    assert "### γ search" not in section
+    validation = section.split(
+        "### Validation slice (seed 0; γ as picked on arithmetic, not searched here)", 1
+    )
+    rows = [line for line in validation[1].split("\n### ", 1)[0].splitlines() if line.startswith("| CE")]
+    assert rows == [
+        "| CE (reference) | – | 15.00 (3/20) | 10.00 (2/20) | 0.5000 | 2.00 |",
+        "| CE + embedding-MCE | 0.3 | 5.00 (1/20) | 20.00 (4/20) | 0.5000 | 2.00 |",
+        "| CE + relation-MCE | pending | pending | pending | – | – |",
+    ]
+    assert table_row(text, "gsm_symbolic", "Held-out", "CE + embedding-MCE")[:2] == [
+        "CE + embedding-MCE (γ = 0.3)", "22.50 ± 3.54 (2 of 3 seeds)"
+    ]  # fmt: skip
+    # arithmetic: 3 base + 13 fine-tunes; gsm_symbolic: 3 base + 9 fine-tunes (no search)
+    assert "- runs: 7 of 28 made (21 pending, 0 failed)" in text
+
+
 def test_help_states_the_number_of_runs(lm_mce: Any) -> None:
     assert lm_mce.run_counts(2, 3, 3) == {
-        "search": 6, "finetunes": 13, "base": 3, "evaluations": 23, "all_finetunes": 26, "all_evaluations": 46
+        "search": 6, "finetunes": 13, "other_finetunes": 9, "base": 3, "all_finetunes": 22, "all_evaluations": 38
     }  # fmt: skip
-    assert "13 fine-tunes per task" in lm_mce.EPILOG and "26 in all for 2 tasks" in lm_mce.EPILOG
+    assert lm_mce.run_counts(1, 3, 3)["all_finetunes"] == 13
+    assert "13 fine-tunes on the search task" in lm_mce.EPILOG and "9 on each other task" in lm_mce.EPILOG
+    assert "22 in all for 2 tasks" in lm_mce.EPILOG and "38 evaluations" in lm_mce.EPILOG
