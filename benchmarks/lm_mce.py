@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import shutil
 import statistics
 import sys
@@ -48,16 +49,17 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 import _report
+import torch
 from _report import header, write
 
-from matrixssl.bench import mean_std
+from matrixssl.bench import device_name, mean_std
 from matrixssl.errors import MatrixSSLError
 from matrixssl.lm.data import SOURCES, Problem, generate_problems, overlap
 from matrixssl.lm.evaluate import evaluate_accuracy
 from matrixssl.lm.loss import DEFAULT_RELATION_RIDGE, DEFAULT_RIDGE, DEFAULT_TOP_K, MCE_FORMS, MCEForm
 from matrixssl.lm.model import default_model_file, load_model_and_tokenizer, trainable_parameters
 from matrixssl.lm.train import IGNORE_INDEX, FinetuneConfig, encode_problems, finetune, last_checkpoint
-from matrixssl.runtime import write_json, write_text
+from matrixssl.runtime import PRECISIONS, write_json, write_text
 
 GAMMAS = (0.1, 0.3, 1.0)
 FORMS: tuple[MCEForm, ...] = MCE_FORMS
@@ -172,6 +174,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--eval-batch-size", type=int, default=32, help="prompts generated together")
     parser.add_argument("--device", default="auto", help="auto (GPU if available), cpu, cuda, ...")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="32-true",
+        help="fine-tuning precision (default 32-true: the same arithmetic on every machine, so runs made on "
+        "different machines belong in one row; auto picks bf16-mixed where the device computes it natively)",
+    )
     parser.add_argument(
         "--runs", type=Path, default=_report.RESULTS / "lm_mce_runs", help="folder of the stored run records"
     )
@@ -298,6 +307,7 @@ def finetune_config(args: argparse.Namespace, max_length: int, spec: Spec) -> Fi
         max_length=max_length,
         seed=spec.seed,
         train_top_layers=args.train_top_layers,
+        precision=args.precision,
     )
 
 
@@ -359,6 +369,7 @@ class Runs:
         what = f"{spec.task} {spec.label} seed {spec.seed}"
         record: dict[str, Any] = {"spec": asdict(spec), "key": run_key(args, data, spec)}
         record["model_file"] = default_model_file().name if args.model == "default" else Path(args.model).name
+        record["device"] = f"{device_name()}, {torch.get_num_threads()} torch threads"  # what timed it
         if spec.row != "base":
             config = finetune_config(args, data.max_length, spec)
             work = work_path(args, data, spec)
@@ -493,6 +504,34 @@ def done(record: dict[str, Any] | None) -> TypeGuard[dict[str, Any]]:
     return record is not None and "error" not in record
 
 
+def paired_answers(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, int]:
+    """Over the held-out problems of the given (CE, MCE) runs of the same seeds, answer by answer: how many both
+    models got right, only CE, only the MCE model, neither."""
+    counts = {"both": 0, "only_ce": 0, "only_mce": 0, "neither": 0}
+    names = {("1", "1"): "both", ("1", "0"): "only_ce", ("0", "1"): "only_mce", ("0", "0"): "neither"}
+    for ce, mce in pairs:
+        for answer in zip(ce["scored"], mce["scored"], strict=True):
+            counts[names[answer]] += 1
+    return counts
+
+
+def sign_test_p(wins: int, losses: int) -> float:
+    """Exact two-sided McNemar p-value: the chance of a split at least this uneven among the problems only one
+    model answered, if each of them were a fair coin."""
+    n = wins + losses
+    tail = sum(math.comb(n, k) for k in range(min(wins, losses) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def runs_text(n: int) -> str:
+    return f"{n} run{'s' * (n != 1)}"
+
+
+def device(record: dict[str, Any]) -> str:
+    """The machine a run was timed on (records made before 2026-12-07 did not keep it; one machine made them)."""
+    return str(record.get("device", "not recorded (one machine, before 2026-12-07)"))
+
+
 def summary(values: list[float], expected: int) -> str:
     """mean ± std of the finished values, saying how many they are when some are missing."""
     text = mean_std(values)
@@ -584,31 +623,57 @@ def task_section(args: argparse.Namespace, runs: Runs, data: TaskData) -> list[s
         lines.append(f"| {names[row]} − CE | {summary(paired, len(seeds))} | {cells} |")
     lines += [
         "",
+        "### The same problems, answer by answer (held-out sets of the seeds both rows have)",
+        "",
+        "Only the problems one model answered and the other did not tell the two apart; the exact McNemar test "
+        "asks how likely a split at least this uneven is if neither model were better. It samples problems, not "
+        "fine-tunes: it says whether these fine-tuned models differ, the spread over seeds above how much one "
+        "fine-tune varies.",
+        "",
+        "| model | seeds | both right | only CE right | only this model right | both wrong | McNemar p (exact) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in FORMS:
+        pairs = [(c, m) for c, m in zip(table["ce"], table[row]) if done(c) and done(m)]
+        if not pairs:
+            lines.append(f"| {names[row]} | 0 | pending | pending | pending | pending | – |")
+            continue
+        n = paired_answers(pairs)
+        lines.append(
+            f"| {names[row]} | {len(pairs)} | {n['both']} | {n['only_ce']} | {n['only_mce']} | {n['neither']} | "
+            f"{sign_test_p(n['only_mce'], n['only_ce']):.2f} |"
+        )
+    lines += [
+        "",
         "### Time per optimizer step (s, mean over the steps after the first)",
         "",
         f"| model | mean ± std over seeds | {seed_columns} | train CE, last {LAST_STEPS} steps (mean) | "
-        "eval s/answer | vs CE |",
+        "eval s/answer | vs CE, same seed and machine |",
         f"|---|---|{rule}---|---|---|",
     ]
-    step_means = {}
     for row in ("ce", *FORMS):
         finished = [r for r in table[row] if done(r)]
         cells = " | ".join(f"{r['seconds_per_step']:.2f}" if done(r) else "pending" for r in table[row])
         if not finished:
             lines.append(f"| {names[row]} | - | {cells} | – | – | – |")
             continue
-        step_means[row] = statistics.mean(r["seconds_per_step"] for r in finished)
         train_ce = statistics.mean(r["train_cross_entropy"] for r in finished)
         per_answer = statistics.mean(r["eval_seconds"] / r["total"] for r in finished)
-        overhead = (
-            f"{100 * (step_means[row] / step_means['ce'] - 1):+.1f}%"
-            if row != "ce" and step_means.get("ce")
-            else "–"
-        )
+        ratios = [
+            m["seconds_per_step"] / c["seconds_per_step"]
+            for m, c in zip(table[row], table["ce"])
+            if done(m) and done(c) and device(m) == device(c)
+        ]
+        overhead = f"{100 * (statistics.mean(ratios) - 1):+.1f}%" if row != "ce" and ratios else "–"
         lines.append(
             f"| {names[row]} | {summary([r['seconds_per_step'] for r in finished], len(seeds))} | {cells} | "
             f"{train_ce:.4f} | {per_answer:.3f} | {overhead} |"
         )
+    timed = [device(r) for row in ROWS for r in table[row] if done(r)]
+    lines += [
+        "",
+        "Machines: " + "; ".join(f"{name} ({runs_text(timed.count(name))})" for name in dict.fromkeys(timed)),
+    ]
     base_runs = [r for r in table["base"] if done(r)]
     if base_runs:
         per_answer = statistics.mean(r["eval_seconds"] / r["total"] for r in base_runs)

@@ -226,15 +226,23 @@ def plot_comparison(runs: list[Run], out_dir: Path, dataset: str) -> dict[str, P
     return paths
 
 
+def device_name() -> str:
+    """The GPU's name, else the CPU's model (from /proc/cpuinfo where there is one): what a timing was taken on."""
+    import torch
+
+    if torch.cuda.is_available():
+        return str(torch.cuda.get_device_name())
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    models = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return f"CPU ({models[0] if models else platform.processor() or platform.machine()})"
+
+
 def machine_header(title: str) -> str:
     """Title plus the exact command, date and machine, so every committed table says how it was measured."""
     import torch
 
-    device = (
-        torch.cuda.get_device_name()
-        if torch.cuda.is_available()
-        else f"CPU ({platform.processor() or platform.machine()})"
-    )
+    device = device_name()
     return "\n".join(
         [
             f"# {title}",

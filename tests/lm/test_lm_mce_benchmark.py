@@ -183,6 +183,8 @@ def test_runs_are_stored_reused_and_reported(
     assert text.count("\n  - before fine-tuning: `") == 3 and text.count("\n  - CE + relation-MCE (γ = ") == 3
     record = json.loads(next((runs / "arithmetic").glob("relation_g1_seed0_*.json")).read_text())
     assert record["key"]["finetune"]["ridge"] == 1e-3 and record["validation"]["total"] == 4
+    assert record["key"]["finetune"]["precision"] == "32-true"  # the benchmark's default on every machine
+    assert record["device"].startswith("CPU (") and record["device"].endswith(" torch threads")
     assert len(record["scored"]) == 4 and record["total"] == 4
     log = capsys.readouterr().err
     assert log.count("loading the model") == 1
@@ -280,7 +282,11 @@ def test_page_numbers_over_three_seeds(lm_mce: Any, tmp_path: Path) -> None:
             "total": 20,
             "eval_seconds": 10.0,
         }
-        record |= {"outputs": ["a\nb"] * 3, "model_file": "m.gguf"}
+        record |= {
+            "outputs": ["a\nb"] * 3,
+            "model_file": "m.gguf",
+            "scored": "1" * correct + "0" * (20 - correct),
+        }
         if row != "base":
             record |= {
                 "seconds_per_step": seconds,
@@ -340,6 +346,14 @@ def test_page_numbers_over_three_seeds(lm_mce: Any, tmp_path: Path) -> None:
     assert table_row(text, "arithmetic", "Difference", "CE + relation-MCE")[1:] == [
         "-7.50 ± 3.54 (2 of 3 seeds)", "-10.00", "-5.00", "pending"
     ]  # fmt: skip
+    # answer by answer (each run's first `correct` problems right): embedding 7 v 6, 9 v 7, 8 v 8 right;
+    # relation 4 v 6, 6 v 7 (seed 2 pending)
+    assert table_row(text, "arithmetic", "The same problems", "CE + embedding-MCE")[1:] == [
+        "3", "21", "0", "3", "36", "0.25"
+    ]  # fmt: skip
+    assert table_row(text, "arithmetic", "The same problems", "CE + relation-MCE")[1:] == [
+        "2", "10", "3", "0", "27", "0.25"
+    ]  # fmt: skip
     assert table_row(text, "arithmetic", "Time", "CE")[1:] == [
         "4.20 ± 0.20",
         "4.00",
@@ -356,7 +370,9 @@ def test_page_numbers_over_three_seeds(lm_mce: Any, tmp_path: Path) -> None:
         "6.30",
         "pending",
     ]
-    assert table_row(text, "arithmetic", "Time", "CE + relation-MCE")[-1] == "+50.0%"
+    assert (
+        table_row(text, "arithmetic", "Time", "CE + relation-MCE")[-1] == "+53.8%"
+    )  # (6.3/4 + 6.3/4.2) / 2 - 1
     assert "Base model evaluation: 0.500 s/answer." in text
     # 3 base + 3 CE + 6 search + 2 x 2 other seeds of the picked forms; 30 + 183 + 183 + 120 + 122 + 60 s
     assert "- runs: 15 of 16 made (1 pending, 1 failed), 11.6 min" in text
@@ -364,6 +380,20 @@ def test_page_numbers_over_three_seeds(lm_mce: Any, tmp_path: Path) -> None:
     assert "parameters trained: all, 10 of 100" in text and "precision 32-true;" in text
     assert "48.0 tokens per training example on average, 19.0 of them supervised" in text
     assert "  - before fine-tuning: `a ⏎ b`" in text and "- q0 (answer 0)" in text
+
+
+def test_the_exact_mcnemar_p_value(lm_mce: Any) -> None:
+    """Two-sided: twice the binomial(n, 1/2) tail of the smaller count, at most 1."""
+    assert lm_mce.sign_test_p(0, 5) == 2 / 32
+    assert lm_mce.sign_test_p(9, 1) == lm_mce.sign_test_p(1, 9) == 2 * (1 + 10) / 1024
+    assert lm_mce.sign_test_p(3, 3) == lm_mce.sign_test_p(0, 0) == 1.0
+    ce, mce = {"scored": "1100"}, {"scored": "1010"}
+    assert lm_mce.paired_answers([(ce, mce), (mce, mce)]) == {
+        "both": 3,
+        "only_ce": 1,
+        "only_mce": 1,
+        "neither": 3,
+    }
 
 
 def test_run_records_are_kept_beside_the_page_by_default(lm_mce: Any, tmp_path: Path) -> None:
@@ -400,14 +430,21 @@ def test_the_other_tasks_take_the_gamma_picked_on_the_first(lm_mce: Any, tmp_pat
     runs = lm_mce.Runs(args, data)
     Spec = lm_mce.Spec
 
-    def store(task: str, row: str, seed: int, gamma: float | None, correct: int, valid: int = -1) -> None:
+    def store(
+        task: str, row: str, seed: int, gamma: float | None, correct: int, valid: int = -1, device: str = "A"
+    ) -> None:
         record: dict[str, Any] = {
             "accuracy": correct / 20,
             "correct": correct,
             "total": 20,
             "eval_seconds": 1.0,
         }
-        record |= {"outputs": ["a"] * 3, "model_file": "m.gguf"}
+        record |= {
+            "outputs": ["a"] * 3,
+            "model_file": "m.gguf",
+            "scored": "1" * correct + "0" * (20 - correct),
+            "device": device,
+        }
         record |= {"seconds_per_step": 2.0, "train_cross_entropy": 0.5, "train_seconds": 9.0, "trained": 10}
         record |= {"parameters": 100, "tokens": 48.0, "answer_tokens": 19.0, "precision": "32-true"}
         if valid >= 0:
@@ -433,7 +470,7 @@ def test_the_other_tasks_take_the_gamma_picked_on_the_first(lm_mce: Any, tmp_pat
     ]
     store("gsm_symbolic", "ce", 0, None, 2, valid=3)
     store("gsm_symbolic", "embedding", 0, 0.3, 4, valid=1)
-    store("gsm_symbolic", "embedding", 1, 0.3, 5)
+    store("gsm_symbolic", "embedding", 1, 0.3, 5, device="B")
     text = lm_mce.markdown(args, runs)
 
     assert "γ is searched per MCE form on arithmetic, seed 0," in text
@@ -452,6 +489,11 @@ def test_the_other_tasks_take_the_gamma_picked_on_the_first(lm_mce: Any, tmp_pat
     assert table_row(text, "gsm_symbolic", "Held-out", "CE + embedding-MCE")[:2] == [
         "CE + embedding-MCE (γ = 0.3)", "22.50 ± 3.54 (2 of 3 seeds)"
     ]  # fmt: skip
+    # time per step: compared with CE only on the same seed and machine (seed 0: 2.0 s against 2.0 s)
+    assert table_row(text, "gsm_symbolic", "Time", "CE + embedding-MCE")[-1] == "+0.0%"
+    assert "\nMachines: A (2 runs); B (1 run)\n" in text.split("\n## gsm_symbolic\n", 1)[1]
+    store("gsm_symbolic", "embedding", 0, 0.3, 4, valid=1, device="B")
+    assert table_row(lm_mce.markdown(args, runs), "gsm_symbolic", "Time", "CE + embedding-MCE")[-1] == "–"
     # arithmetic: 3 base + 13 fine-tunes; gsm_symbolic: 3 base + 9 fine-tunes (no search)
     assert "- runs: 7 of 28 made (21 pending, 0 failed)" in text
 
