@@ -9,7 +9,7 @@ Per task (`--tasks`, each its own section of the page):
   A held-out set can change with the --seeds list (it skips every listed seed's training questions), so a
   run made with other --seeds may not be reused: keep the stored runs' list when resuming.
 - γ search: per MCE form (embedding, relation), γ in --gammas at the form's default ridge, on the search task
-  (the first of --tasks) and its search seed (the first of --seeds). Each fine-tune of the search seed is also
+  (--search-task, arithmetic by default) and its search seed (the first of --seeds). Each fine-tune of the search seed is also
   scored on a validation slice: the next --n-val problems of its train stream, after its training problems
   (never trained on, never a held-out problem). The γ with the most correct validation answers (ties: the
   smaller γ) is the form's row, in every task: the other tasks take the search task's γ instead of searching
@@ -49,7 +49,6 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 import _report
-import torch
 from _report import header, write
 
 from matrixssl.bench import device_name, mean_std
@@ -114,9 +113,10 @@ def counts_text(tasks: int, seeds: int, gammas: int) -> str:
         if tasks > 1
         else ""
     )
+    picked = f", the {len(FORMS)} picked forms at {seeds - 1} more" if seeds > 1 else ""
     return (
         f"{n['finetunes']} fine-tunes on the search task ({n['search']} search runs on the search seed, CE at "
-        f"{seeds} seeds, the {len(FORMS)} picked forms at {seeds - 1} more){others}, {n['all_finetunes']} in "
+        f"{seeds} seed{'s' * (seeds > 1)}{picked}){others}, {n['all_finetunes']} in "
         f"all for {tasks} task{'s' * (tasks > 1)}, and {n['all_evaluations']} evaluations ({n['base']} of the "
         "base model per task; the search seed's fine-tunes are scored on the validation slice too)"
     )
@@ -141,6 +141,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--tasks", nargs="+", choices=SOURCES, default=list(SOURCES), help="problem generators"
+    )
+    parser.add_argument(
+        "--search-task",
+        choices=SOURCES,
+        default=SOURCES[0],
+        help="the task whose search seed picks γ for every task (one of --tasks)",
     )
     parser.add_argument("--n-train", type=int, default=960, help="training problems per seed (one pass)")
     parser.add_argument("--n-test", type=int, default=200, help="held-out problems per seed")
@@ -212,6 +218,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for name in ("tasks", "seeds", "gammas"):
         if len(set(getattr(args, name))) < len(getattr(args, name)):
             parser.error(f"--{name} has a value twice")
+    if args.search_task not in args.tasks:
+        parser.error(
+            f"--search-task {args.search_task} is not among --tasks ({' '.join(args.tasks)}): add it to --tasks, "
+            f"or pick γ on one of them with --search-task {args.tasks[0]}"
+        )
     return args
 
 
@@ -369,7 +380,7 @@ class Runs:
         what = f"{spec.task} {spec.label} seed {spec.seed}"
         record: dict[str, Any] = {"spec": asdict(spec), "key": run_key(args, data, spec)}
         record["model_file"] = default_model_file().name if args.model == "default" else Path(args.model).name
-        record["device"] = f"{device_name()}, {torch.get_num_threads()} torch threads"  # what timed it
+        record["device"] = device_name(str(next(self.model.parameters()).device))  # what timed it
         if spec.row != "base":
             config = finetune_config(args, data.max_length, spec)
             work = work_path(args, data, spec)
@@ -456,7 +467,7 @@ def best_gamma(args: argparse.Namespace, runs: Runs, form: str) -> float | None:
     until the search is complete or if every run of it failed."""
     scored = []
     for gamma in args.gammas:
-        record = runs.get(Spec(args.tasks[0], form, args.seeds[0], gamma))
+        record = runs.get(Spec(args.search_task, form, args.seeds[0], gamma))
         if record is None:
             return None
         if "validation" in record:
@@ -470,7 +481,7 @@ def plan(args: argparse.Namespace, runs: Runs, task: str) -> list[Spec]:
     search_seed, *others = args.seeds
     specs = [Spec(task, "base", seed) for seed in args.seeds]
     best = {form: best_gamma(args, runs, form) for form in FORMS}
-    if task == args.tasks[0]:
+    if task == args.search_task:
         specs.append(Spec(task, "ce", search_seed))
         specs += [Spec(task, form, search_seed, gamma) for form in FORMS for gamma in args.gammas]
     else:
@@ -528,8 +539,9 @@ def runs_text(n: int) -> str:
 
 
 def device(record: dict[str, Any]) -> str:
-    """The machine a run was timed on (records made before 2026-12-07 did not keep it; one machine made them)."""
-    return str(record.get("device", "not recorded (one machine, before 2026-12-07)"))
+    """The machine a run was timed on. Records stored before they kept it count as one machine: the session
+    notes say one machine made them all."""
+    return str(record.get("device", "not recorded (the runs stored before records kept it)"))
 
 
 def summary(values: list[float], expected: int) -> str:
@@ -548,7 +560,7 @@ def task_section(args: argparse.Namespace, runs: Runs, data: TaskData) -> list[s
     """One task: data, the γ search (or the search task's picks on this task's validation slice), accuracy per
     seed, same-seed differences, time per step, examples."""
     task, seeds, search_seed = data.task, args.seeds, args.seeds[0]
-    searched = task == args.tasks[0]
+    searched = task == args.search_task
     best = {form: best_gamma(args, runs, form) for form in FORMS}
     table: dict[str, list[dict[str, Any] | None]] = {"base": [runs.get(Spec(task, "base", s)) for s in seeds]}
     table["ce"] = [runs.get(Spec(task, "ce", s)) for s in seeds]
@@ -571,7 +583,7 @@ def task_section(args: argparse.Namespace, runs: Runs, data: TaskData) -> list[s
         "",
         f"### γ search (seed {search_seed}; picked on the validation slice)"
         if searched
-        else f"### Validation slice (seed {search_seed}; γ as picked on {args.tasks[0]}, not searched here)",
+        else f"### Validation slice (seed {search_seed}; γ as picked on {args.search_task}, not searched here)",
         "",
         f"| row | γ | validation accuracy (%) | held-out accuracy, seed {search_seed} (%) | "
         f"train CE, last {LAST_STEPS} steps | s/step |",
@@ -670,10 +682,9 @@ def task_section(args: argparse.Namespace, runs: Runs, data: TaskData) -> list[s
             f"{train_ce:.4f} | {per_answer:.3f} | {overhead} |"
         )
     timed = [device(r) for row in ROWS for r in table[row] if done(r)]
-    lines += [
-        "",
-        "Machines: " + "; ".join(f"{name} ({runs_text(timed.count(name))})" for name in dict.fromkeys(timed)),
-    ]
+    if timed:
+        machines = (f"{name} ({runs_text(timed.count(name))})" for name in dict.fromkeys(timed))
+        lines += ["", "Machines: " + "; ".join(machines)]
     base_runs = [r for r in table["base"] if done(r)]
     if base_runs:
         per_answer = statistics.mean(r["eval_seconds"] / r["total"] for r in base_runs)
@@ -718,7 +729,7 @@ def markdown(args: argparse.Namespace, runs: Runs) -> str:
         f"- design: per task, seed s trains on its own problems (train stream of data seed s) and is evaluated "
         f"on its own held-out set (test stream of seed s, none of it in any seed's training set); the seed also "
         f"orders the batches, so mean ± std covers data and order. γ is searched per MCE form on "
-        f"{args.tasks[0]}, seed {args.seeds[0]}, and picked by accuracy on a validation slice of that seed's "
+        f"{args.search_task}, seed {args.seeds[0]}, and picked by accuracy on a validation slice of that seed's "
         "train stream (never trained on, not the held-out set: the pick does not favour the MCE rows on the "
         "reported numbers); CE and each form at its picked γ then run at every seed"
         + (", on every task (the other tasks take the γ picked there)" if len(args.tasks) > 1 else ""),

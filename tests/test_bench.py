@@ -10,7 +10,16 @@ import pytest
 import torch
 from conftest import TINY, mnist_like, write_idx_split
 
-from matrixssl.bench import Run, epochs_done, load_finished, parse_methods, run_directory, summary_table
+from matrixssl.bench import (
+    Run,
+    device_name,
+    epochs_done,
+    load_finished,
+    machine_header,
+    parse_methods,
+    run_directory,
+    summary_table,
+)
 from matrixssl.cli import main
 from matrixssl.config import load_config, to_dict
 from matrixssl.errors import MatrixSSLError
@@ -25,6 +34,20 @@ def test_parse_methods_reads_seed_counts_and_rejects_nonsense() -> None:
         parse_methods("simclr:0", 1)
     with pytest.raises(MatrixSSLError, match="empty"):
         parse_methods(" , ", 1)
+
+
+def test_the_machine_of_a_timing_names_the_cpu_model_and_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    name = device_name("cpu")
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    models = [line for line in lines if line.startswith("model name")]
+    if models:  # Linux: the model, not just the architecture
+        assert name == f"CPU ({models[0].split(':', 1)[1].strip()}), 3 torch threads"
+    assert name.startswith("CPU (") and name.endswith("), 3 torch threads")
+    if not torch.cuda.is_available():
+        assert device_name() == name  # "auto": the CPU where there is no GPU
+    assert f"- machine: {name}, Python " in machine_header("T") or torch.cuda.is_available()
 
 
 def test_run_directory_changes_with_budget_and_settings() -> None:

@@ -226,31 +226,31 @@ def plot_comparison(runs: list[Run], out_dir: Path, dataset: str) -> dict[str, P
     return paths
 
 
-def device_name() -> str:
-    """The GPU's name, else the CPU's model (from /proc/cpuinfo where there is one): what a timing was taken on."""
+def device_name(device: str = "auto") -> str:
+    """What a timing was taken on: the GPU's name ("auto": when there is one), else the CPU's model (from
+    /proc/cpuinfo where there is one) and torch's thread count."""
     import torch
 
-    if torch.cuda.is_available():
-        return str(torch.cuda.get_device_name())
+    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+        return str(torch.cuda.get_device_name(device if device.startswith("cuda") else None))
     cpuinfo = Path("/proc/cpuinfo")
     lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
     models = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return f"CPU ({models[0] if models else platform.processor() or platform.machine()})"
+    model = models[0] if models else platform.processor() or platform.machine()
+    return f"CPU ({model}), {torch.get_num_threads()} torch threads"
 
 
 def machine_header(title: str) -> str:
     """Title plus the exact command, date and machine, so every committed table says how it was measured."""
     import torch
 
-    device = device_name()
     return "\n".join(
         [
             f"# {title}",
             "",
             f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}`",
             f"- date: {datetime.date.today().isoformat()}",
-            f"- machine: {device}, {torch.get_num_threads()} torch threads, Python {platform.python_version()}, "
-            f"torch {torch.__version__}",
+            f"- machine: {device_name()}, Python {platform.python_version()}, torch {torch.__version__}",
             "",
             "",
         ]

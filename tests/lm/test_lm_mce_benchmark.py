@@ -346,8 +346,8 @@ def test_page_numbers_over_three_seeds(lm_mce: Any, tmp_path: Path) -> None:
     assert table_row(text, "arithmetic", "Difference", "CE + relation-MCE")[1:] == [
         "-7.50 ± 3.54 (2 of 3 seeds)", "-10.00", "-5.00", "pending"
     ]  # fmt: skip
-    # answer by answer (each run's first `correct` problems right): embedding 7 v 6, 9 v 7, 8 v 8 right;
-    # relation 4 v 6, 6 v 7 (seed 2 pending)
+    # answer by answer (each run's first `correct` problems right), MCE v CE: embedding 7 v 6, 9 v 7, 8 v 8
+    # right; relation 4 v 6, 6 v 7 (seed 2 pending)
     assert table_row(text, "arithmetic", "The same problems", "CE + embedding-MCE")[1:] == [
         "3", "21", "0", "3", "36", "0.25"
     ]  # fmt: skip
@@ -413,6 +413,11 @@ def test_bad_settings_stop_before_anything_is_made(lm_mce: Any, capsys: pytest.C
         (["--n-val", "0"], "--n-val must be a positive integer, got 0"),
         (["--checkpoint-every", "-1"], "--checkpoint-every must be 0 or more, got -1"),
         (["--seeds", "0", "0"], "--seeds has a value twice"),
+        (
+            ["--tasks", "gsm_symbolic"],
+            "--search-task arithmetic is not among --tasks (gsm_symbolic): add it to --tasks, or pick γ on one of "
+            "them with --search-task gsm_symbolic",
+        ),
     ):
         with pytest.raises(SystemExit) as exit_info:
             lm_mce.main(flags)
@@ -423,7 +428,8 @@ def test_the_other_tasks_take_the_gamma_picked_on_the_first(lm_mce: Any, tmp_pat
     """Only the first task searches γ; the second runs CE and each form at the first task's pick, at every seed
     (its search seed's fine-tunes scored on its own validation slice), and waits for a form whose search is
     not complete."""
-    args = lm_mce.parse_args(["--tasks", "arithmetic", "gsm_symbolic", "--runs", str(tmp_path)])
+    # the search task is arithmetic (the default), whatever the order of --tasks
+    args = lm_mce.parse_args(["--tasks", "gsm_symbolic", "arithmetic", "--runs", str(tmp_path)])
     test = [Problem(f"q{i}", f"#### {i}", str(i)) for i in range(20)]
     sets = {seed: test for seed in (0, 1, 2)}
     data = {task: lm_mce.TaskData(task, sets, sets, test, 256, 40) for task in args.tasks}
@@ -475,7 +481,7 @@ def test_the_other_tasks_take_the_gamma_picked_on_the_first(lm_mce: Any, tmp_pat
 
     assert "γ is searched per MCE form on arithmetic, seed 0," in text
     assert ", on every task (the other tasks take the γ picked there)" in text
-    section = text.split("\n## gsm_symbolic\n", 1)[1]
+    section = text.split("\n## gsm_symbolic\n", 1)[1].split("\n## ", 1)[0]
     assert "### γ search" not in section
     validation = section.split(
         "### Validation slice (seed 0; γ as picked on arithmetic, not searched here)", 1
@@ -491,11 +497,33 @@ def test_the_other_tasks_take_the_gamma_picked_on_the_first(lm_mce: Any, tmp_pat
     ]  # fmt: skip
     # time per step: compared with CE only on the same seed and machine (seed 0: 2.0 s against 2.0 s)
     assert table_row(text, "gsm_symbolic", "Time", "CE + embedding-MCE")[-1] == "+0.0%"
-    assert "\nMachines: A (2 runs); B (1 run)\n" in text.split("\n## gsm_symbolic\n", 1)[1]
+    assert "\nMachines: A (2 runs); B (1 run)\n" in section
     store("gsm_symbolic", "embedding", 0, 0.3, 4, valid=1, device="B")
     assert table_row(lm_mce.markdown(args, runs), "gsm_symbolic", "Time", "CE + embedding-MCE")[-1] == "–"
     # arithmetic: 3 base + 13 fine-tunes; gsm_symbolic: 3 base + 9 fine-tunes (no search)
     assert "- runs: 7 of 28 made (21 pending, 0 failed)" in text
+
+
+@pytest.mark.parametrize("tasks", [["arithmetic"], ["arithmetic", "gsm_symbolic"]])
+@pytest.mark.parametrize("seeds", [["0"], ["0", "1"], ["0", "1", "2"]])
+def test_the_stated_counts_are_the_plan(
+    lm_mce: Any, tmp_path: Path, tasks: list[str], seeds: list[str]
+) -> None:
+    """Once every γ is picked, the plan makes as many fine-tunes and evaluations as run_counts says."""
+    args = lm_mce.parse_args(
+        ["--tasks", *tasks, "--seeds", *seeds, "--gammas", "0.1", "1", "--runs", str(tmp_path)]
+    )
+    test = [Problem("q", "#### 1", "1")]
+    sets = {int(seed): test for seed in seeds}
+    runs = lm_mce.Runs(args, {task: lm_mce.TaskData(task, sets, sets, test, 256, 40) for task in tasks})
+    validation = {"accuracy": 1.0, "correct": 1, "total": 1, "eval_seconds": 1.0}
+    for form in lm_mce.FORMS:
+        for gamma in args.gammas:
+            runs._store(lm_mce.Spec("arithmetic", form, 0, gamma), {"validation": validation})
+    specs = [spec for task in tasks for spec in lm_mce.plan(args, runs, task)]
+    n = lm_mce.run_counts(len(tasks), len(seeds), len(args.gammas))
+    assert len(specs) == len(set(specs)) == n["all_finetunes"] + len(tasks) * n["base"]
+    assert len(specs) + sum(lm_mce.validates(args, spec) for spec in specs) == n["all_evaluations"]
 
 
 def test_help_states_the_number_of_runs(lm_mce: Any) -> None:
