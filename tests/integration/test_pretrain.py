@@ -342,8 +342,11 @@ def test_multi_crop_feeds_local_views_to_the_loss(data_dir: Path, tmp_path: Path
 
 
 def test_ctrl_c_exits_130_with_the_command_that_resumes(
-    data_dir: Path, tmp_path: Path, capsys, monkeypatch
+    data_dir: Path, tmp_path: Path, capsys, monkeypatch, request: pytest.FixtureRequest
 ) -> None:
+    # Python's own Ctrl-C handler, whatever the shell left: `make test &` starts pytest with SIGINT ignored.
+    found = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, found))
     real = MatrixSSL.loss_from_views
     calls = {"n": 0, "interrupt_at": 6}  # epoch 0 has 4 steps: its checkpoint exists at step 6
 
