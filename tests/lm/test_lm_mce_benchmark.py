@@ -264,6 +264,28 @@ def test_a_stopped_fine_tune_goes_on_from_its_last_checkpoint(
     assert lm_mce.earlier_steps_seconds({"resumed_from_step": None, "history": history}) == 0
 
 
+def made_run(correct: int, seconds: float | None = None, valid: int = -1, **extra: Any) -> dict[str, Any]:
+    """A hand-made run record on 20 problems, its first `correct` right: a fine-tune when `seconds` (per step)
+    is given, scored on the validation slice when `valid` is."""
+    record: dict[str, Any] = {"accuracy": correct / 20, "correct": correct, "total": 20, "eval_seconds": 10.0}
+    record |= {
+        "outputs": ["a\nb"] * 3,
+        "model_file": "m.gguf",
+        "scored": "1" * correct + "0" * (20 - correct),
+    }
+    if seconds is not None:
+        record |= {
+            "seconds_per_step": seconds,
+            "train_cross_entropy": 0.5,
+            "train_seconds": 50.0,
+            "trained": 10,
+        }
+        record |= {"parameters": 100, "tokens": 48.0, "answer_tokens": 19.0, "precision": "32-true"}
+    if valid >= 0:
+        record["validation"] = {"accuracy": valid / 20, "correct": valid, "total": 20, "eval_seconds": 1.0}
+    return record | extra
+
+
 def test_page_numbers_over_three_seeds(lm_mce: Any, tmp_path: Path) -> None:
     """Means, sample stds, same-seed differences, the γ pick, partial rows and the overhead, worked by hand."""
     args = lm_mce.parse_args(
@@ -276,32 +298,7 @@ def test_page_numbers_over_three_seeds(lm_mce: Any, tmp_path: Path) -> None:
     def store(
         row: str, seed: int, correct: int, seconds: float = 0.0, gamma: float | None = None, valid: int = -1
     ) -> None:
-        record: dict[str, Any] = {
-            "accuracy": correct / 20,
-            "correct": correct,
-            "total": 20,
-            "eval_seconds": 10.0,
-        }
-        record |= {
-            "outputs": ["a\nb"] * 3,
-            "model_file": "m.gguf",
-            "scored": "1" * correct + "0" * (20 - correct),
-        }
-        if row != "base":
-            record |= {
-                "seconds_per_step": seconds,
-                "train_cross_entropy": 0.5,
-                "train_seconds": 50.0,
-                "trained": 10,
-            }
-            record |= {"parameters": 100, "tokens": 48.0, "answer_tokens": 19.0, "precision": "32-true"}
-        if valid >= 0:
-            record["validation"] = {
-                "accuracy": valid / 20,
-                "correct": valid,
-                "total": 20,
-                "eval_seconds": 1.0,
-            }
+        record = made_run(correct, None if row == "base" else seconds, valid)
         runs._store(lm_mce.Spec("arithmetic", row, seed, gamma), record)
 
     for seed in range(3):
@@ -439,28 +436,7 @@ def test_the_other_tasks_take_the_gamma_picked_on_the_first(lm_mce: Any, tmp_pat
     def store(
         task: str, row: str, seed: int, gamma: float | None, correct: int, valid: int = -1, device: str = "A"
     ) -> None:
-        record: dict[str, Any] = {
-            "accuracy": correct / 20,
-            "correct": correct,
-            "total": 20,
-            "eval_seconds": 1.0,
-        }
-        record |= {
-            "outputs": ["a"] * 3,
-            "model_file": "m.gguf",
-            "scored": "1" * correct + "0" * (20 - correct),
-            "device": device,
-        }
-        record |= {"seconds_per_step": 2.0, "train_cross_entropy": 0.5, "train_seconds": 9.0, "trained": 10}
-        record |= {"parameters": 100, "tokens": 48.0, "answer_tokens": 19.0, "precision": "32-true"}
-        if valid >= 0:
-            record["validation"] = {
-                "accuracy": valid / 20,
-                "correct": valid,
-                "total": 20,
-                "eval_seconds": 1.0,
-            }
-        runs._store(Spec(task, row, seed, gamma), record)
+        runs._store(Spec(task, row, seed, gamma), made_run(correct, 2.0, valid, device=device))
 
     base_and_ce = [Spec("gsm_symbolic", "base", s) for s in (0, 1, 2)]
     assert lm_mce.plan(args, runs, "gsm_symbolic") == base_and_ce + [
