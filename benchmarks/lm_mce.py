@@ -9,11 +9,12 @@ Per task (`--tasks`, each its own section of the page):
   A held-out set can change with the --seeds list (it skips every listed seed's training questions), so a
   run made with other --seeds may not be reused: keep the stored runs' list when resuming.
 - γ search: per MCE form (embedding, relation), γ in --gammas at the form's default ridge, on the search task
-  (--search-task, arithmetic by default) and its search seed (the first of --seeds). Each fine-tune of the search seed is also
-  scored on a validation slice: the next --n-val problems of its train stream, after its training problems
-  (never trained on, never a held-out problem). The γ with the most correct validation answers (ties: the
-  smaller γ) is the form's row, in every task: the other tasks take the search task's γ instead of searching
-  their own (a search among a few γ on 200 problems of a hard task would pick noise, at three times the cost).
+  (--search-task, arithmetic by default) and its search seed (the first of --seeds). Each fine-tune of the
+  search seed is also scored on a validation slice: the next --n-val problems of its train stream, after its
+  training problems (never trained on, never a held-out problem). The γ with the most correct validation
+  answers (ties: the smaller γ) is the form's row, in every task: the other tasks take the search task's γ
+  instead of searching their own (a search among a few γ on 200 problems of a hard task would pick noise, at
+  three times the cost).
 - rows: base model, CE, CE + embedding-MCE and CE + relation-MCE at the picked γ, at every seed (the search
   seed's MCE runs of the search task are the search runs themselves).
 - resumable: each evaluation and each fine-tune + evaluation is one small JSON record under --runs (by default
