@@ -183,10 +183,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="auto (GPU if available), cpu, cuda, ...")
     parser.add_argument(
         "--precision",
-        choices=PRECISIONS,
+        choices=[p for p in PRECISIONS if p != "auto"],
         default="32-true",
         help="fine-tuning precision (default 32-true: the same arithmetic on every machine, so runs made on "
-        "different machines belong in one row; auto picks bf16-mixed where the device computes it natively)",
+        "different machines belong in one row; no auto: it resolves differently per machine, and the "
+        "precision is part of a run's key)",
     )
     parser.add_argument(
         "--runs", type=Path, default=_report.RESULTS / "lm_mce_runs", help="folder of the stored run records"

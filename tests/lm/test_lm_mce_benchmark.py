@@ -410,6 +410,7 @@ def test_bad_settings_stop_before_anything_is_made(lm_mce: Any, capsys: pytest.C
         (["--n-val", "0"], "--n-val must be a positive integer, got 0"),
         (["--checkpoint-every", "-1"], "--checkpoint-every must be 0 or more, got -1"),
         (["--seeds", "0", "0"], "--seeds has a value twice"),
+        (["--precision", "auto"], "argument --precision: invalid choice: 'auto'"),
         (
             ["--tasks", "gsm_symbolic"],
             "--search-task arithmetic is not among --tasks (gsm_symbolic): add it to --tasks, or pick γ on one of "
